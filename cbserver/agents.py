@@ -1,0 +1,85 @@
+"""Agents: adding and listing the SIP phones that take call-backs."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cbserver.models import Agent
+
+DTMF_MODES = ("rfc4733", "info", "inband", "auto", "auto_info")
+RESERVED_NAMES = frozenset({"trunk", "anonymous", "cbserver"})
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# A plain sip: URI: no parameters, headers or spaces, which would reach PJSIP's config as is.
+_CONTACT = re.compile(
+    r"^sip:[A-Za-z0-9._~+\-]+@(?:[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\])(?::\d{1,5})?$"
+)
+
+
+class AgentError(ValueError):
+    """An agent could not be added; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    agent: Agent
+    # Shown once: the password a registering phone needs.
+    sip_password: str | None
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise AgentError(
+            "name",
+            f"agent name {name!r} must start with a lowercase letter and hold only lowercase "
+            "letters, digits, '-' and '_' (at most 40)",
+        )
+    if name in RESERVED_NAMES:
+        raise AgentError("name", f"agent name {name!r} is reserved")
+    return name
+
+
+def validate_contact(contact: str) -> str:
+    match = _CONTACT.match(contact)
+    port = contact.rsplit(":", 1)[-1] if contact.count(":") >= 2 else None
+    if match is None or (port is not None and port.isdigit() and not 0 < int(port) < 65536):
+        raise AgentError(
+            "contact", f"contact {contact!r} is not a SIP URI like sip:alice@192.0.2.10:5060"
+        )
+    return contact
+
+
+def add_agent(
+    session: Session, name: str, *, contact: str | None = None, dtmf_mode: str = "rfc4733"
+) -> NewAgent:
+    """Add an agent with a fixed contact, or a registering one with a generated password."""
+    validate_name(name)
+    if contact is not None:
+        validate_contact(contact)
+    if dtmf_mode not in DTMF_MODES:
+        raise AgentError("dtmf_mode", f"DTMF mode must be one of {', '.join(DTMF_MODES)}")
+    password = None if contact else secrets.token_urlsafe(18)
+    agent = Agent(name=name, contact=contact, sip_password=password, dtmf_mode=dtmf_mode)
+    session.add(agent)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise AgentError("name", f"an agent named {name!r} already exists") from exc
+    return NewAgent(agent, password)
+
+
+def list_agents(session: Session, *, active_only: bool = False) -> list[Agent]:
+    query = select(Agent).order_by(Agent.name)
+    if active_only:
+        query = query.where(Agent.active.is_(True))
+    return list(session.scalars(query))

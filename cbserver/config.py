@@ -1,0 +1,157 @@
+"""Settings: environment (``CBSERVER_*``) over an optional TOML file over defaults in code."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "CBSERVER_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value cbserver cannot use; the message names the setting."""
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cbserver"
+
+
+def _default_asterisk_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cbserver" / "asterisk-root"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of one cbserver installation. Each field is read from ``CBSERVER_<NAME>``."""
+
+    state_dir: Path = field(default_factory=_default_state_dir)
+    database_url: str = ""
+
+    # Asterisk: a binary >= 20 on PATH is used when present, else a Debian sid root built once.
+    asterisk_binary: str = ""
+    asterisk_root: Path = field(default_factory=_default_asterisk_root)
+    asterisk_instance: str = "default"
+    asterisk_start_timeout: float = 60.0
+    debian_mirror: str = ""
+
+    # Ports are chosen away from a system Asterisk's 5060/8088/5038/10000-20000.
+    sip_port: int = 5260
+    http_port: int = 8288
+    ami_port: int = 5238
+    rtp_port_start: int = 31000
+    rtp_port_end: int = 31999
+    sip_bind: str = "127.0.0.1"
+    media_address: str = ""
+
+    ari_app: str = "cbserver"
+
+    # The PSTN gateway. Empty means the local demo gateway (a sipp UAS echoing audio).
+    trunk_uri: str = ""
+    trunk_username: str = ""
+    trunk_password: str = ""
+    trunk_register: bool = False
+    trunk_from_domain: str = ""
+    demo_gateway_port: int = 5290
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'cbserver.sqlite3'}"
+
+    @property
+    def effective_trunk_uri(self) -> str:
+        return self.trunk_uri or f"sip:127.0.0.1:{self.demo_gateway_port}"
+
+    @property
+    def uses_demo_gateway(self) -> bool:
+        return not self.trunk_uri
+
+    @property
+    def effective_media_address(self) -> str:
+        if self.media_address:
+            return self.media_address
+        # Without an explicit address Asterisk resolves one per call, which stalls without DNS.
+        return "127.0.0.1" if self.sip_bind in ("0.0.0.0", "::", "") else self.sip_bind
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> Settings:
+        """Read settings; the file is ``CBSERVER_CONFIG`` unless given, and is optional."""
+        env = os.environ if environ is None else environ
+        if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
+            config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
+        from_file: dict[str, Any] = {}
+        if config_file is not None:
+            try:
+                from_file = tomllib.loads(config_file.read_text())
+            except FileNotFoundError as exc:
+                raise ConfigError(f"config file {config_file} does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        hints = get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(from_file) - known)
+        if unknown:
+            raise ConfigError(f"config file {config_file}: unknown setting(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            env_name = ENV_PREFIX + f.name.upper()
+            if env.get(env_name, "") != "":
+                values[f.name] = _convert(env_name, env[env_name], hints[f.name])
+            elif f.name in from_file:
+                values[f.name] = _convert(f.name, from_file[f.name], hints[f.name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("sip_port", "http_port", "ami_port", "rtp_port_start", "rtp_port_end"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={port} is not a port (1-65535)")
+        if self.rtp_port_end - self.rtp_port_start < 10:
+            raise ConfigError(
+                f"RTP port range {self.rtp_port_start}-{self.rtp_port_end} is too small "
+                "(two ports per call leg; give at least 10)"
+            )
+        used = [self.sip_port, self.http_port, self.ami_port]
+        if len(set(used)) != len(used):
+            raise ConfigError(f"SIP, HTTP and AMI ports must differ (got {used})")
+        if self.asterisk_start_timeout <= 0:
+            raise ConfigError(f"{ENV_PREFIX}ASTERISK_START_TIMEOUT must be positive")
+
+
+def _convert(name: str, raw: Any, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected yes/no")
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError("expected a whole number")
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from exc
