@@ -37,7 +37,7 @@ class NewAgent:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise AgentError(
             "name",
             f"agent name {name!r} must start with a lowercase letter and hold only lowercase "
@@ -49,7 +49,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_contact(contact: str) -> str:
-    match = _CONTACT.match(contact)
+    match = _CONTACT.fullmatch(contact)
     port = contact.rsplit(":", 1)[-1] if contact.count(":") >= 2 else None
     if match is None or (port is not None and port.isdigit() and not 0 < int(port) < 65536):
         raise AgentError(

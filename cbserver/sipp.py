@@ -139,6 +139,22 @@ class SippPeer:
         self.stop()
         raise SippError(f"sipp peer {self.name!r} did not bind {self.hostport}")
 
+    def call(self, remote: str, *, calls: int = 1, timeout: float = 30.0) -> int:
+        """Run a client scenario against ``remote`` (host:port) to its end; sipp's exit code."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.message_file.unlink(missing_ok=True)
+        with open(self.output_file, "wb") as output:
+            finished = subprocess.run(
+                [*self.command(), "-m", str(calls), "-timeout", f"{timeout:.0f}s", remote],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                timeout=timeout + 5,
+                check=False,
+            )
+        return finished.returncode
+
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

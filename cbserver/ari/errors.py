@@ -60,8 +60,9 @@ def error_from_response(response: httpx.Response) -> AriError:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        message = body["message"]
+    # Asterisk says {"message": ...} for most errors but {"error": ...} for some 5xx.
+    if isinstance(body, dict) and isinstance(body.get("message") or body.get("error"), str):
+        message = body.get("message") or body["error"]
     elif response.text.strip():
         message = response.text.strip()[:200]
     status = response.status_code

@@ -382,13 +382,21 @@ class AsteriskInstance:
             + self.log_tail()
         )
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_tail(self, lines: int = 15) -> str:
+        """Asterisk's errors and warnings, then its last lines: what an admin needs to see first."""
         # "messages" is Asterisk's own log; console.log catches what it printed before logging.
         for name in ("messages", "console.log"):
             path = self.directory / "log" / name
-            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            text = path.read_text(errors="replace").splitlines() if path.exists() else []
             if text:
-                return f"--- last lines of {path} ---\n" + "\n".join(text)
+                problems = [line for line in text if re.search(r"\b(ERROR|WARNING)\[", line)]
+                parts = (
+                    [f"--- errors and warnings in {path} ---", *problems[-lines:]]
+                    if problems
+                    else []
+                )
+                parts += [f"--- last lines of {path} ---", *text[-lines:]]
+                return "\n".join(parts)
         return f"(Asterisk wrote no log in {self.directory / 'log'})"
 
     def stop(self, timeout: float = 15.0) -> bool:

@@ -109,10 +109,24 @@ def _is_debian_suite(suite: str) -> bool:
     return suite.split("-")[0] in DEBIAN_SUITES and not suite.endswith("-security")
 
 
+def _is_debian_archive(uri: str, suites: list[str], components: list[str]) -> bool:
+    # Vendor repositories often name the Debian release as their suite (Docker: "bookworm
+    # stable"), but only the Debian archive has "main"; a cdrom: source is no network mirror.
+    return (
+        "main" in components
+        and uri.startswith(("http://", "https://", "ftp://", "file:"))
+        and any(_is_debian_suite(suite) for suite in suites)
+    )
+
+
 def _one_line_mirror(text: str) -> str | None:
     for line in text.splitlines():
         words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb" and _is_debian_suite(words[2]):
+        if (
+            len(words) >= 4
+            and words[0] == "deb"
+            and _is_debian_archive(words[1], [words[2]], words[3:])
+        ):
             return words[1]
     return None
 
@@ -126,10 +140,11 @@ def _deb822_mirror(text: str) -> str | None:
                 fields[key.strip().lower()] = value.strip()
         if "deb" not in fields.get("types", "").split() or fields.get("enabled") == "no":
             continue
-        if any(_is_debian_suite(suite) for suite in fields.get("suites", "").split()):
-            uris = fields.get("uris", "").split()
-            if uris:
-                return uris[0]
+        uris = fields.get("uris", "").split()
+        suites = fields.get("suites", "").split()
+        components = fields.get("components", "").split()
+        if uris and _is_debian_archive(uris[0], suites, components):
+            return uris[0]
     return None
 
 

@@ -1,0 +1,48 @@
+# cbserver: `make run` runs the service, `make test` runs every test.
+# Both set up what they need first: Debian packages, the virtualenv, Asterisk.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test test-unit test-e2e lint format deps system-deps asterisk clean
+
+run: deps asterisk
+	$(BIN)/cbserver run --demo
+
+test: deps asterisk
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: deps
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+test-e2e: deps asterisk
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+lint: deps
+	$(BIN)/ruff check cbserver tests
+	$(BIN)/ruff format --check cbserver tests
+	$(BIN)/mypy
+
+format: deps
+	$(BIN)/ruff check --fix cbserver tests
+	$(BIN)/ruff format cbserver tests
+
+deps: system-deps $(VENV)/.installed
+
+system-deps:
+	@PYTHON=$(PYTHON) deploy/install-system-deps.sh
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Finds an Asterisk >= 20 on PATH, or builds the cached Debian sid root once (about a minute).
+asterisk: deps
+	$(BIN)/cbserver asterisk provision
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

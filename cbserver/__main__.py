@@ -1,0 +1,3 @@
+from cbserver.cli import main
+
+main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cbserver needs on a Debian 12 (or newer) host.
+# Used by `make run`, `make test`, CI and the Vagrant box alike. Idempotent:
+# it installs only what is missing, and does nothing at all when nothing is.
+#
+#   sipp (sip-tester)  the demo PSTN gateway and the test suite's SIP peers
+#   debootstrap        builds the Asterisk root when no Asterisk >= 20 is installed
+#   python3-venv       the virtual environment the Makefile creates
+set -euo pipefail
+
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+"${PYTHON:-python3}" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "cbserver needs these Debian packages: ${missing[*]}" >&2
+    echo "install them with:  sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+echo "installing Debian packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

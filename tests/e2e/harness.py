@@ -1,0 +1,106 @@
+"""What the e2e tests share: deadlines instead of sleeps, free ports, an ARI event recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cbserver.ari import AriClient, Event, StreamConnected, StreamDisconnected
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+E = TypeVar("E", bound=Event)
+
+
+async def until(
+    predicate: Callable[[], Any | Awaitable[Any]],
+    within: float = 5.0,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "condition",
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy, for ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {within} s waiting for {text}")
+        await asyncio.sleep(interval)
+
+
+def free_ports(count: int, kind: int = socket.SOCK_DGRAM) -> list[int]:
+    """Ports free for both UDP and TCP on loopback, all different."""
+    ports: list[int] = []
+    with ExitStack() as stack:
+        while len(ports) < count:
+            first = stack.enter_context(socket.socket(socket.AF_INET, kind))
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            other_kind = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+            other = stack.enter_context(socket.socket(socket.AF_INET, other_kind))
+            try:
+                other.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class EventRecorder:
+    """Consumes an ARI event stream in the background and keeps every event for assertions."""
+
+    client: AriClient
+    events: list[Event] = field(default_factory=list)
+    connections: int = 0
+    disconnections: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self, within: float = 5.0) -> None:
+        self._task = asyncio.create_task(self._consume())
+        await until(lambda: self.connections > 0, within, message="the ARI events WebSocket")
+
+    async def _consume(self) -> None:
+        async for item in self.client.events():
+            if isinstance(item, StreamConnected):
+                self.connections += 1
+            elif isinstance(item, StreamDisconnected):
+                self.disconnections += 1
+            else:
+                self.events.append(item)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def of_type(self, kind: type[E], channel_id: str | None = None) -> list[E]:
+        found = [e for e in self.events if isinstance(e, kind)]
+        if channel_id is not None:
+            found = [
+                e for e in found if getattr(getattr(e, "channel", None), "id", None) == channel_id
+            ]
+        return found
+
+    async def wait_for(
+        self, kind: type[E], channel_id: str | None = None, within: float = 10.0
+    ) -> E:
+        found = await until(
+            lambda: self.of_type(kind, channel_id),
+            within,
+            message=lambda: f"{kind.__name__} for {channel_id}; saw {self.summary()}",
+        )
+        return found[0]  # type: ignore[no-any-return]
+
+    def summary(self) -> str:
+        return ", ".join(e.type for e in self.events[-30:]) or "no events"
