@@ -58,6 +58,9 @@ class Settings:
     trunk_password: str = ""
     trunk_register: bool = False
     trunk_from_domain: str = ""
+    # OPTIONS pings to the trunk; off by default because Asterisk refuses to dial a contact
+    # it has marked unreachable, and some providers never answer OPTIONS.
+    trunk_qualify_seconds: int = 0
     demo_gateway_port: int = 5290
 
     @property
@@ -129,6 +132,8 @@ class Settings:
         used = [self.sip_port, self.http_port, self.ami_port]
         if len(set(used)) != len(used):
             raise ConfigError(f"SIP, HTTP and AMI ports must differ (got {used})")
+        if self.trunk_qualify_seconds < 0:
+            raise ConfigError(f"{ENV_PREFIX}TRUNK_QUALIFY_SECONDS must be 0 (off) or more")
         if self.asterisk_start_timeout <= 0:
             raise ConfigError(f"{ENV_PREFIX}ASTERISK_START_TIMEOUT must be positive")
 

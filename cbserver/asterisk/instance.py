@@ -93,7 +93,7 @@ class TrunkConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> TrunkConfig:
         uri = settings.effective_trunk_uri
-        match = _SIP_URI.match(uri)
+        match = _SIP_URI.fullmatch(uri)
         if match is None:
             raise AsteriskError(
                 f"CBSERVER_TRUNK_URI={uri!r} is not a SIP URI like sip:gateway.example.com:5060"
@@ -113,7 +113,7 @@ class TrunkConfig:
             password=settings.trunk_password,
             register=settings.trunk_register,
             from_domain=settings.trunk_from_domain,
-            qualify_frequency=0 if settings.uses_demo_gateway else 60,
+            qualify_frequency=0 if settings.uses_demo_gateway else settings.trunk_qualify_seconds,
         )
 
 

@@ -39,22 +39,25 @@ class ProvisionError(RuntimeError):
 
 _PHASES = {
     "Retrieving": "downloading packages",
-    "Extracting": "unpacking packages",
+    "Extracting": "extracting the base system",
     "Unpacking": "unpacking packages",
     "Configuring": "configuring packages",
 }
+# One package per line: "I: Retrieving adduser 3.137", "I: Unpacking adduser...". Index files
+# ("I: Retrieving InRelease") and summaries ("I: Unpacking required packages...") do not count.
+_PACKAGE_LINE = re.compile(r"^I: (\w+) ([a-z0-9][a-z0-9+.\-]*)(?: \S*\d\S*|\.\.\.)$")
 
 
 @dataclass(frozen=True)
 class DebootstrapProgress:
-    """Folds debootstrap's ``I: Retrieving foo`` lines into three phases with a package count."""
+    """Folds debootstrap's ``I: Retrieving foo`` lines into a few phases with a package count."""
 
     phase: str
     count: int
 
     @classmethod
     def advance(cls, previous: DebootstrapProgress | None, line: str) -> DebootstrapProgress | None:
-        match = re.match(r"I: (\w+) ", line)
+        match = _PACKAGE_LINE.match(line.rstrip("\n"))
         if not match or match.group(1) not in _PHASES:
             return previous
         phase = _PHASES[match.group(1)]

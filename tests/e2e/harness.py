@@ -103,4 +103,10 @@ class EventRecorder:
         return found[0]  # type: ignore[no-any-return]
 
     def summary(self) -> str:
-        return ", ".join(e.type for e in self.events[-30:]) or "no events"
+        return (
+            ", ".join(
+                f"{e.type}({getattr(getattr(e, 'channel', None), 'id', '')})"
+                for e in self.events[-30:]
+            )
+            or "no events"
+        )

@@ -14,6 +14,8 @@ from cbserver.ari import (
     AriError,
     AriNotFound,
     AriServerError,
+    ChannelDtmfReceived,
+    PlaybackFinished,
     StasisStart,
 )
 from cbserver.asterisk.instance import AsteriskInstance
@@ -96,3 +98,31 @@ async def test_event_stream_reconnects_after_asterisk_restarts(
         await recorder.wait_for(StasisStart, channel.id)
         await client.hangup(channel.id)
         await recorder.stop()
+
+
+async def test_channel_variables_playback_moh_ring_and_dtmf(
+    ari: AriClient, events: EventRecorder
+) -> None:
+    # A Local channel: this half is in the app, the other half runs the dialplan's 600.
+    channel = await ari.originate("Local/600@cbserver-agents", app=TEST_APP)
+    await events.wait_for(StasisStart, channel.id)
+
+    await ari.set_channel_var(channel.id, "CBSERVER_REQUEST", "req-123")
+    assert await ari.get_channel_var(channel.id, "CBSERVER_REQUEST") == "req-123"
+
+    playback = await ari.play(channel.id, ["sound:beep", "sound:beep"], playback_id="pb-e2e")
+    assert playback.id == "pb-e2e"
+    finished = await events.wait_for(PlaybackFinished, within=10)
+    assert finished.playback.id == "pb-e2e"
+    assert finished.playback.state == "done"
+
+    await ari.start_moh(channel.id)
+    await ari.stop_moh(channel.id)
+    await ari.ring(channel.id)
+    await ari.ring_stop(channel.id)
+
+    await ari.send_dtmf(channel.id, "1", duration=100)
+    arrived = await events.wait_for(ChannelDtmfReceived)
+    assert arrived.digit == "1"
+    assert arrived.channel.name == channel.name.replace(";1", ";2"), "the far half got it"
+    assert await ari.hangup(channel.id)
