@@ -25,6 +25,7 @@ from .models import (
     AsteriskPing,
     Bridge,
     Channel,
+    LiveRecording,
     Module,
     Playback,
 )
@@ -92,9 +93,9 @@ class AriClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _call(
+    async def _request(
         self, method: str, path: str, *, json_body: Mapping[str, Any] | None = None, **params: Any
-    ) -> Any:
+    ) -> httpx.Response:
         """One ARI request; ``params`` go in the query string (ARI's convention), None dropped."""
         query = {k: _fmt(v) for k, v in params.items() if v is not None}
         try:
@@ -106,6 +107,13 @@ class AriClient:
             raise AriUnavailable(detail, method=method, path=exc.request.url.path) from exc
         if not response.is_success:
             raise error_from_response(response)
+        return response
+
+    async def _call(
+        self, method: str, path: str, *, json_body: Mapping[str, Any] | None = None, **params: Any
+    ) -> Any:
+        """A JSON request: the decoded body, or None when Asterisk sent none."""
+        response = await self._request(method, path, json_body=json_body, **params)
         if not response.content:
             return None
         try:
@@ -265,6 +273,64 @@ class AriClient:
             playbackId=playback_id,
         )
         return Playback.from_json(data)
+
+    async def snoop(
+        self,
+        channel_id: str,
+        *,
+        spy: str = "none",
+        whisper: str = "none",
+        app: str | None = None,
+        app_args: Sequence[str] = (),
+        snoop_id: str | None = None,
+    ) -> Channel:
+        """A channel that hears (``spy``) or speaks into (``whisper``) another: in, out, both."""
+        data = await self._call(
+            "POST",
+            f"/channels/{_q(channel_id)}/snoop",
+            spy=spy,
+            whisper=whisper,
+            app=app or self.config.app,
+            appArgs=",".join(app_args) or None,
+            snoopId=snoop_id,
+        )
+        return Channel.from_json(data)
+
+    async def record(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        format: str = "wav",
+        max_duration_seconds: int | None = None,
+        max_silence_seconds: int | None = None,
+        if_exists: str | None = None,
+        beep: bool | None = None,
+        terminate_on: str | None = None,
+    ) -> LiveRecording:
+        """Record what the channel hears from its far end."""
+        data = await self._call(
+            "POST",
+            f"/channels/{_q(channel_id)}/record",
+            name=name,
+            format=format,
+            maxDurationSeconds=max_duration_seconds,
+            maxSilenceSeconds=max_silence_seconds,
+            ifExists=if_exists,
+            beep=beep,
+            terminateOn=terminate_on,
+        )
+        return LiveRecording.from_json(data)
+
+    async def stop_recording(self, name: str) -> None:
+        await self._call("POST", f"/recordings/live/{_q(name)}/stop")
+
+    async def stored_recording_file(self, name: str) -> bytes:
+        response = await self._request("GET", f"/recordings/stored/{_q(name)}/file")
+        return response.content
+
+    async def delete_stored_recording(self, name: str) -> bool:
+        return await self._delete_if_exists(f"/recordings/stored/{_q(name)}")
 
     async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
         await self._call("POST", f"/channels/{_q(channel_id)}/moh", mohClass=moh_class)

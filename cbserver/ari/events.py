@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeAlias
 
-from .models import Bridge, Channel, Playback, _int, _map, _opt_str, _str, _strs
+from .models import Bridge, Channel, LiveRecording, Playback, _int, _map, _opt_str, _str, _strs
 
 
 def _base(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,6 +278,31 @@ class PlaybackFinished(_PlaybackEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class _RecordingEvent(Event):
+    __match_args__ = ("recording",)
+    recording: LiveRecording
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        return cls(**_base(data), recording=LiveRecording.from_json(data["recording"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingStarted(_RecordingEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingFinished(_RecordingEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingFailed(_RecordingEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
 class Dial(Event):
     __match_args__ = ("peer", "caller", "dialstatus")
     peer: Channel
@@ -330,6 +355,9 @@ _REGISTRY: dict[str, type[Event]] = {
         PlaybackStarted,
         PlaybackContinuing,
         PlaybackFinished,
+        RecordingStarted,
+        RecordingFinished,
+        RecordingFailed,
         Dial,
         DeviceStateChanged,
         ApplicationReplaced,

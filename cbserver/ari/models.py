@@ -140,6 +140,28 @@ class Playback:
 
 
 @dataclass(frozen=True)
+class LiveRecording:
+    name: str
+    format: str
+    state: str
+    target_uri: str
+    duration: int | None = None
+    cause: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        duration = data.get("duration")
+        return cls(
+            name=str(data["name"]),
+            format=_str(data, "format"),
+            state=_str(data, "state"),
+            target_uri=_str(data, "target_uri"),
+            duration=None if duration is None else _int(data, "duration"),
+            cause=_opt_str(data, "cause"),
+        )
+
+
+@dataclass(frozen=True)
 class AsteriskInfo:
     """GET /asterisk/info; every section is optional (``?only=``), so all fields may be ""."""
 

@@ -204,7 +204,8 @@ class AsteriskInstance:
 
     def render(self, runtime: Runtime, agents: Iterable[SipAgent]) -> None:
         """Write every file of asterisk-conf/ into this instance's etc/."""
-        for sub in ("etc", "db", "spool", "run", "log"):
+        # Asterisk creates neither: ARI recordings fail with ENOENT without spool/recording.
+        for sub in ("etc", "db", "spool/recording", "spool/outgoing", "run", "log"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         env = _template_env()
         context = self._template_context(runtime, agents)

@@ -309,6 +309,7 @@ OPERATIONS: list[tuple[Callable[[AriClient], Awaitable[Any]], str, str, dict[str
         {"variable": "G", "value": "v"},
     ),
     (lambda a: a.answer("a/b"), "POST", "/ari/channels/a%2Fb/answer", {}),
+    (lambda a: a.stop_recording("r1"), "POST", "/ari/recordings/live/r1/stop", {}),
 ]
 
 
@@ -581,3 +582,40 @@ async def test_backoff_resets_after_a_connection_that_stayed_up() -> None:
     assert 0.009 <= delays[0] <= 0.01
     assert 0.018 <= delays[1] <= 0.02  # short-lived connection: keep backing off
     assert 0.009 <= delays[2] <= 0.01  # reset after the stable one
+
+
+async def test_snoop_and_record_send_aris_names_and_return_models() -> None:
+    recording = {"name": "ear", "format": "wav", "state": "queued", "target_uri": "channel:s1"}
+    rec = Recorder(body=CHANNEL)
+    async with client_with(rec) as ari:
+        spy = await ari.snoop("c1", spy="in", app_args=["ear", "7"], snoop_id="s1")
+        assert spy.id == CHANNEL["id"]
+        assert rec.last.url.path == "/ari/channels/c1/snoop"
+        assert query(rec.last) == {
+            "spy": "in",
+            "whisper": "none",
+            "app": "myapp",
+            "appArgs": "ear,7",
+            "snoopId": "s1",
+        }
+        rec.body = recording
+        live = await ari.record("s1", "ear", max_duration_seconds=2, if_exists="overwrite")
+    assert (live.name, live.state, live.duration) == ("ear", "queued", None)
+    assert rec.last.url.path == "/ari/channels/s1/record"
+    assert query(rec.last) == {
+        "name": "ear",
+        "format": "wav",
+        "maxDurationSeconds": "2",
+        "ifExists": "overwrite",
+    }
+
+
+async def test_stored_recording_comes_back_as_bytes_and_deleting_twice_is_harmless() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, content=b"RIFF....WAVE")
+        return httpx.Response(404, json={"message": "Recording not found"})
+
+    async with client_with(handler) as ari:
+        assert await ari.stored_recording_file("ear") == b"RIFF....WAVE"
+        assert await ari.delete_stored_recording("ear") is False

@@ -28,6 +28,7 @@ from cbserver.ari import (
     Module,
     Playback,
     PlaybackFinished,
+    RecordingFinished,
     StasisEnd,
     StasisStart,
     StreamConnected,
@@ -356,6 +357,29 @@ def test_events_are_matchable() -> None:
     assert _describe(destroyed) == "destroyed 17 User busy"
     assert _describe(StreamConnected(2)) == "connected 2"
     assert _describe(StreamDisconnected("refused", 0.5)) == "down refused 0.5"
-    assert _describe(parse_event(_event("RecordingStarted", recording={}))) == (
-        "other RecordingStarted"
+    assert _describe(parse_event(_event("ChannelTalkingStarted", channel=CHANNEL))) == (
+        "other ChannelTalkingStarted"
+    )
+
+
+def test_recording_finished_carries_the_live_recording() -> None:
+    event = parse_event(
+        {
+            "type": "RecordingFinished",
+            "application": "myapp",
+            "timestamp": "2024-11-25T10:00:05.000+0000",
+            "recording": {
+                "name": "ear",
+                "format": "wav",
+                "state": "done",
+                "target_uri": "channel:s1",
+                "duration": 2,
+            },
+        }
+    )
+    assert isinstance(event, RecordingFinished)
+    assert (event.recording.name, event.recording.state, event.recording.duration) == (
+        "ear",
+        "done",
+        2,
     )
