@@ -301,8 +301,14 @@ class AsteriskInstance:
 
     def start(self, agents: Iterable[SipAgent], progress: Progress) -> bool:
         """Start Asterisk and wait until ARI answers. False when it was already running."""
-        if self.pid() is not None and self._ari_answers():
-            return False
+        running = self.pid()
+        if running is not None:
+            if self._ari_answers():
+                return False
+            raise AsteriskError(
+                f"Asterisk (pid {running}) is running but ARI does not answer on {self.ari_url}; "
+                "stop it with `cbserver asterisk stop` and start again.\n" + self.log_tail()
+            )
         runtime = self.resolve_runtime(progress)
         runtime.prepare()
         self.render(runtime, agents)
@@ -346,21 +352,22 @@ class AsteriskInstance:
         return True
 
     def ari_get(self, path: str, timeout: float = 5.0) -> Any:
-        keys = self.secrets().ari
-        response = httpx.get(
-            self.ari_url + path, auth=(keys.username, keys.password), timeout=timeout
-        )
-        if response.status_code != 200:
-            raise AsteriskError(f"ARI GET {path} answered {response.status_code}: {response.text}")
-        return response.json()
+        return self._ari("GET", path, timeout).json()
 
     def ari_put(self, path: str, timeout: float = 10.0) -> None:
+        self._ari("PUT", path, timeout)
+
+    def _ari(self, method: str, path: str, timeout: float) -> httpx.Response:
+        """A synchronous ARI call for the command line (the worker uses cbserver.ari)."""
         keys = self.secrets().ari
-        response = httpx.put(
-            self.ari_url + path, auth=(keys.username, keys.password), timeout=timeout
+        response = httpx.request(
+            method, self.ari_url + path, auth=(keys.username, keys.password), timeout=timeout
         )
-        if response.status_code not in (200, 204):
-            raise AsteriskError(f"ARI PUT {path} answered {response.status_code}: {response.text}")
+        if not response.is_success:
+            raise AsteriskError(
+                f"ARI {method} {path} answered {response.status_code}: {response.text}"
+            )
+        return response
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.settings.asterisk_start_timeout
@@ -418,10 +425,7 @@ class AsteriskInstance:
 
     def cli(self, args: Sequence[str], timeout: float = 30.0) -> str:
         """Run ``asterisk -rx ...`` against this instance and return what it printed."""
-        pid = self.pid()
-        if pid is None:
-            raise AsteriskError(f"Asterisk instance {self.name!r} is not running")
-        command = self._saved_runtime().cli_command(pid, self.directory, list(args))
+        command = self.cli_command(args)
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, check=False
         )

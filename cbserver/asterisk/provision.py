@@ -239,7 +239,9 @@ def _run_debootstrap(
     ]
     tail: list[str] = []
     state: DebootstrapProgress | None = None
+    reported: DebootstrapProgress | None = None
     last_report = 0.0
+    progress("  resolving packages and dependencies")
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as proc:
@@ -251,9 +253,10 @@ def _run_debootstrap(
             phase_changed = (
                 state is not None and new_state is not None and new_state.phase != state.phase
             )
-            if state is not None and (phase_changed or now - last_report >= 5):
+            due = phase_changed or now - last_report >= 5
+            if state is not None and state != reported and due:
                 progress(f"  [{now - started:4.0f} s] {state.phase}: {state.count} done")
-                last_report = now
+                reported, last_report = state, now
             state = new_state
         code = proc.wait()
     return None if code == 0 else f"debootstrap exited with {code}; last lines:\n" + "\n".join(tail)

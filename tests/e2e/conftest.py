@@ -91,6 +91,16 @@ def asterisk(settings: Settings, ports: Ports) -> Iterator[AsteriskInstance]:
 
 
 @pytest.fixture
+def spare_asterisk(tmp_path: Path) -> Iterator[AsteriskInstance]:
+    """A separate instance for a test that restarts or breaks Asterisk; the session's stays up."""
+    environ = instance_environ(tmp_path, "spare")
+    instance = AsteriskInstance(Settings.load(environ={**os.environ, **environ}))
+    instance.start([], progress=print)
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPeer]]:
     """Start sipp peers for one test: ``sipp("trunk", port, "uas_answer.xml", "-d", "1000")``."""
     started: list[SippPeer] = []

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from cbserver.ari import (
@@ -19,8 +15,7 @@ from cbserver.ari import (
     StasisStart,
 )
 from cbserver.asterisk.instance import AsteriskInstance
-from cbserver.config import Settings
-from tests.e2e.conftest import TEST_APP, ari_config, instance_environ
+from tests.e2e.conftest import TEST_APP, ari_config
 from tests.e2e.harness import EventRecorder, until
 
 
@@ -73,25 +68,15 @@ async def test_local_channel_enters_the_stasis_app_with_its_args(
     assert await ari.hangup(channel.id)
 
 
-@pytest.fixture
-def second_asterisk(tmp_path: Path) -> Iterator[AsteriskInstance]:
-    """A separate instance for a test that restarts Asterisk, so the session's stays up."""
-    environ = instance_environ(tmp_path, "restart")
-    instance = AsteriskInstance(Settings.load(environ={**os.environ, **environ}))
-    instance.start([], progress=print)
-    yield instance
-    instance.stop()
-
-
 async def test_event_stream_reconnects_after_asterisk_restarts(
-    second_asterisk: AsteriskInstance,
+    spare_asterisk: AsteriskInstance,
 ) -> None:
-    async with AriClient(ari_config(second_asterisk, app="restart-probe")) as client:
+    async with AriClient(ari_config(spare_asterisk, app="restart-probe")) as client:
         recorder = EventRecorder(client)
         await recorder.start()
-        second_asterisk.stop()
+        spare_asterisk.stop()
         await until(lambda: recorder.disconnections >= 1, message="the stream noticing the stop")
-        second_asterisk.start([], progress=print)
+        spare_asterisk.start([], progress=print)
         await until(lambda: recorder.connections >= 2, within=10, message="the reconnect")
         # The app is registered again: a call into it arrives as a StasisStart.
         channel = await client.originate("Local/600@cbserver-agents", app="restart-probe")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from cbserver.ari import AriClient, StasisStart
-from cbserver.asterisk.instance import AsteriskInstance
+from cbserver.asterisk.instance import AsteriskError, AsteriskInstance
 from cbserver.cli import main
 from cbserver.sipp import SippPeer
 from tests.e2e.conftest import TEST_APP, Ports, instance_environ
@@ -96,3 +99,17 @@ def test_start_that_cannot_reach_ari_fails_clearly_and_leaves_nothing_running(
     status = cbserver(environ, "asterisk", "status")
     assert status.exit_code == 3
     assert "not running" in status.stdout
+
+
+def test_start_refuses_to_double_an_asterisk_whose_ari_hangs(
+    spare_asterisk: AsteriskInstance,
+) -> None:
+    pid = spare_asterisk.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(AsteriskError, match="running but ARI does not answer"):
+            spare_asterisk.start([], progress=print)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert spare_asterisk.pid() == pid, "no second Asterisk was started"
