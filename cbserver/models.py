@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 
-from sqlalchemy import DateTime, MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -20,8 +33,46 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+class RequestStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    DIALING_AGENT = "dialing_agent"
+    DIALING_VISITOR = "dialing_visitor"
+    CONNECTED = "connected"
+    RETRY_WAIT = "retry_wait"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+# A visitor has at most one of these per subscriber: a second submission finds it.
+OPEN_STATUSES = (
+    RequestStatus.SCHEDULED,
+    RequestStatus.QUEUED,
+    RequestStatus.DIALING_AGENT,
+    RequestStatus.DIALING_VISITOR,
+    RequestStatus.CONNECTED,
+    RequestStatus.RETRY_WAIT,
+)
+_OPEN_SQL = "status IN (" + ", ".join(f"'{s.value}'" for s in OPEN_STATUSES) + ")"
+
+
+class CallOrder(StrEnum):
+    AGENT_FIRST = "agent_first"
+    VISITOR_FIRST = "visitor_first"
 
 
 class Agent(Base):
@@ -40,3 +91,146 @@ class Agent(Base):
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, contact={self.contact!r})"
+
+
+class Subscriber(Base):
+    """A business whose visitors ask for call-backs."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # ISO 3166 country: visitors' national numbers are read as numbers of this country.
+    country: Mapped[str] = mapped_column(String(2))
+    caller_id: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    call_order: Mapped[str] = mapped_column(String(16), default=CallOrder.AGENT_FIRST.value)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    retry_interval_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    whisper_prompt: Mapped[str | None] = mapped_column(String(200))
+    # Comma-separated ISO countries; empty means the subscriber's own country only.
+    allowed_countries: Mapped[str] = mapped_column(String(200), default="")
+    # Comma-separated web origins the widget may post from (CORS).
+    allowed_origins: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(default=True)
+    widget_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_secret)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    assignments: Mapped[list[AgentAssignment]] = relationship(
+        back_populates="subscriber",
+        order_by="AgentAssignment.priority",
+        cascade="all, delete-orphan",
+    )
+
+    @property
+    def allowed_country_list(self) -> list[str]:
+        listed = [c.strip().upper() for c in self.allowed_countries.split(",") if c.strip()]
+        return listed or [self.country.upper()]
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+
+
+class AgentAssignment(Base):
+    """Which agents serve a subscriber, in which order (lower priority first)."""
+
+    __tablename__ = "agent_assignments"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="assignments")
+    agent: Mapped[Agent] = relationship()
+
+
+class CallbackRequest(Base):
+    """A visitor's request to be called back: a persisted state machine (see states.py)."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "idempotency_key"),
+        Index(
+            "uq_callback_requests_open_per_phone",
+            "subscriber_id",
+            "visitor_phone",
+            unique=True,
+            postgresql_where=text(_OPEN_SQL),
+            sqlite_where=text(_OPEN_SQL),
+        ),
+        Index("ix_callback_requests_due", "status", "due_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_request_id)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    visitor_phone: Mapped[str] = mapped_column(String(20))
+    visitor_name: Mapped[str | None] = mapped_column(String(100))
+    topic: Mapped[str | None] = mapped_column(String(500))
+    page_url: Mapped[str | None] = mapped_column(String(2000))
+    # None means "as soon as possible".
+    requested_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    visitor_token: Mapped[str] = mapped_column(String(64), default=new_secret)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    subscriber: Mapped[Subscriber] = relationship()
+    events: Mapped[list[RequestEvent]] = relationship(
+        back_populates="request", order_by="RequestEvent.id", cascade="all, delete-orphan"
+    )
+    attempts: Mapped[list[CallAttempt]] = relationship(
+        back_populates="request", order_by="CallAttempt.number", cascade="all, delete-orphan"
+    )
+
+
+class CallAttempt(Base):
+    """One try at connecting agent and visitor, with each leg's channel and how it ended."""
+
+    __tablename__ = "call_attempts"
+    __table_args__ = (UniqueConstraint("request_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("callback_requests.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    agent_channel_id: Mapped[str | None] = mapped_column(String(64))
+    visitor_channel_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    hangup_cause_text: Mapped[str | None] = mapped_column(String(100))
+    # answered | busy | no_answer | rejected | failed
+    outcome: Mapped[str | None] = mapped_column(String(20))
+
+    request: Mapped[CallbackRequest] = relationship(back_populates="attempts")
+    agent: Mapped[Agent | None] = relationship()
+
+
+class RequestEvent(Base):
+    """The request's history: every transition, with time and reason."""
+
+    __tablename__ = "request_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("callback_requests.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+
+    request: Mapped[CallbackRequest] = relationship(back_populates="events")

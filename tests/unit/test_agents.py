@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 from cbserver import db
@@ -19,44 +14,6 @@ from cbserver.agents import AgentError, add_agent, list_agents
 from cbserver.models import Agent, Base
 
 pytestmark = pytest.mark.postgres
-
-POSTGRES_URL = os.environ.get("CBSERVER_TEST_POSTGRES_URL", "")
-DATABASES = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
-
-
-@pytest.fixture(params=DATABASES, ids=DATABASES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cbserver.sqlite3'}"
-    return POSTGRES_URL
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    if database_url.startswith("sqlite"):
-        engine = db.make_engine(database_url)
-        yield engine
-        engine.dispose()
-        return
-    schema = f"cbtest_{secrets.token_hex(6)}"
-    admin = db.make_engine(database_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = db.make_engine(database_url, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    db.upgrade(engine)
-    with db.make_session_factory(engine)() as session:
-        yield session
 
 
 def stored_names(session: Session) -> list[str]:
@@ -68,7 +25,9 @@ def stored_names(session: Session) -> list[str]:
 
 
 def test_upgrade_creates_the_schema_and_leaves_nothing_pending(engine: Engine) -> None:
-    assert db.pending_migrations(engine) == ["0001"]
+    pending = db.pending_migrations(engine)
+    assert pending[0] == "0001", "oldest first"
+    assert len(pending) == len(list((db.MIGRATIONS / "versions").glob("0*.py")))
     assert "agents" not in inspect(engine).get_table_names()
 
     db.upgrade(engine)

@@ -1,0 +1,43 @@
+"""Typed errors that carry their HTTP status and a stable code; the web turns them into answers."""
+
+from __future__ import annotations
+
+
+class CbError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def to_json(self) -> dict[str, object]:
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+class BadRequest(CbError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(CbError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CbError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(CbError):
+    """The input is well-formed but cannot be accepted; the message tells the visitor why."""
+
+    status = 422
+    code = "invalid"

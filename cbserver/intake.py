@@ -1,0 +1,300 @@
+"""Taking call-back requests: validation in plain words, de-duplication, idempotency.
+
+Every path into the store (hosted form, widget, JSON API) goes through ``submit``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cbserver.errors import BadRequest, Conflict, Invalid, NotFound
+from cbserver.models import (
+    OPEN_STATUSES,
+    CallbackRequest,
+    RequestStatus,
+    Subscriber,
+    utcnow,
+)
+from cbserver.states import TERMINAL, record_creation, transition
+
+MAX_NAME = 100
+MAX_TOPIC = 500
+MAX_PAGE_URL = 2000
+MAX_IDEMPOTENCY_KEY = 100
+MAX_AHEAD = timedelta(days=30)
+# A slot that started a moment ago (clock skew, a slow form) is still taken as asked.
+PAST_GRACE = timedelta(minutes=2)
+ALLOWED_NUMBER_TYPES = frozenset(
+    {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+)
+# ASCII only: phonenumbers would quietly read look-alike digits (fullwidth, Arabic-Indic).
+_PHONE_CHARACTERS = re.compile(r"[0-9+()\-. /]{3,40}")
+WAITING = (RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
+
+
+@dataclass(frozen=True)
+class Submission:
+    subscriber: str
+    phone: str
+    name: str | None = None
+    topic: str | None = None
+    when: str | None = "asap"
+    page_url: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request: CallbackRequest
+    # False when an earlier request was returned (same Idempotency-Key, or already waiting).
+    created: bool
+
+
+def find_subscriber(session: Session, slug: str) -> Subscriber:
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.slug == slug))
+    if subscriber is None or not subscriber.active:
+        raise NotFound(
+            f"There is no call-back service called {slug!r}.",
+            field="subscriber",
+            code="unknown_subscriber",
+        )
+    return subscriber
+
+
+def normalise_phone(raw: str, subscriber: Subscriber) -> str:
+    """The visitor's number in E.164, or Invalid saying in plain words what is wrong."""
+    text = raw.strip()
+    if not text:
+        raise Invalid("Please enter your phone number.", field="phone", code="phone_missing")
+    if not _PHONE_CHARACTERS.fullmatch(text) or not any(c.isdigit() for c in text):
+        raise Invalid(
+            "Please enter a phone number using digits, and + for the country code.",
+            field="phone",
+            code="phone_characters",
+        )
+    try:
+        number = phonenumbers.parse(text, subscriber.country.upper())
+    except NumberParseException as exc:
+        raise Invalid(
+            "This does not look like a phone number. Please check it.",
+            field="phone",
+            code="phone_unparseable",
+        ) from exc
+    if not phonenumbers.is_valid_number(number):
+        raise Invalid(
+            "This phone number is not valid. Please check it, with the country code "
+            "if it is from abroad.",
+            field="phone",
+            code="phone_invalid",
+        )
+    region = phonenumbers.region_code_for_number(number)
+    allowed = subscriber.allowed_country_list
+    if region not in allowed:
+        raise Invalid(
+            f"We can only call numbers in {', '.join(allowed)}.",
+            field="phone",
+            code="phone_country_not_allowed",
+        )
+    if phonenumbers.number_type(number) not in ALLOWED_NUMBER_TYPES:
+        raise Invalid(
+            "We can only call ordinary landline and mobile numbers, not premium-rate, "
+            "toll-free or service numbers.",
+            field="phone",
+            code="phone_type_not_allowed",
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _clean_text(value: str | None, field: str, limit: int, *, multiline: bool) -> str | None:
+    if value is None:
+        return None
+    text = unicodedata.normalize("NFC", value).strip()
+    allowed = "\n\t" if multiline else ""
+    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in allowed for c in text):
+        raise Invalid(
+            f"The {field} contains characters we cannot accept.", field=field, code="bad_text"
+        )
+    if len(text) > limit:
+        raise Invalid(
+            f"The {field} is too long: at most {limit} characters.",
+            field=field,
+            code="too_long",
+        )
+    return text or None
+
+
+def _clean_page_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > MAX_PAGE_URL:
+        raise Invalid("The page address is not a web address.", field="page_url", code="bad_url")
+    return value.strip()
+
+
+def _requested_time(when: str | None, now: datetime) -> datetime | None:
+    """None for "as soon as possible", else the requested time in UTC."""
+    if when is None or when.strip().lower() in ("", "asap"):
+        return None
+    try:
+        at = datetime.fromisoformat(when.strip())
+    except ValueError as exc:
+        raise Invalid(
+            'The time must be "asap" or a date and time like 2026-12-01T09:30:00+01:00.',
+            field="when",
+            code="bad_time",
+        ) from exc
+    if at.tzinfo is None:
+        raise Invalid(
+            "The time needs a time zone, like 2026-12-01T09:30:00+01:00.",
+            field="when",
+            code="time_without_zone",
+        )
+    at = at.astimezone(UTC)
+    if at < now - PAST_GRACE:
+        raise Invalid("That time has already passed.", field="when", code="time_past")
+    if at > now + MAX_AHEAD:
+        raise Invalid(
+            f"We can take call-backs up to {MAX_AHEAD.days} days ahead.",
+            field="when",
+            code="time_too_far",
+        )
+    return at
+
+
+def _check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY) or not key.isascii() or not key.isprintable():
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters.",
+            field="idempotency_key",
+            code="bad_idempotency_key",
+        )
+    return key
+
+
+def _by_key(session: Session, subscriber: Subscriber, key: str) -> CallbackRequest | None:
+    return session.scalar(
+        select(CallbackRequest).where(
+            CallbackRequest.subscriber_id == subscriber.id,
+            CallbackRequest.idempotency_key == key,
+        )
+    )
+
+
+def _open_for_phone(session: Session, subscriber: Subscriber, phone: str) -> CallbackRequest | None:
+    return session.scalar(
+        select(CallbackRequest).where(
+            CallbackRequest.subscriber_id == subscriber.id,
+            CallbackRequest.visitor_phone == phone,
+            CallbackRequest.status.in_(OPEN_STATUSES),
+        )
+    )
+
+
+def _replay(existing: CallbackRequest, phone: str | None) -> Submitted:
+    if phone is not None and existing.visitor_phone != phone:
+        raise Conflict(
+            "This Idempotency-Key was already used for another request.",
+            field="idempotency_key",
+            code="idempotency_key_reused",
+        )
+    return Submitted(existing, created=False)
+
+
+def submit(session: Session, submission: Submission, *, now: datetime | None = None) -> Submitted:
+    """Store a new request, or return the one this submission repeats; committed."""
+    now = now or utcnow()
+    subscriber = find_subscriber(session, submission.subscriber)
+    key = _check_idempotency_key(submission.idempotency_key)
+    phone = normalise_phone(submission.phone, subscriber)
+    if key is not None and (earlier := _by_key(session, subscriber, key)) is not None:
+        return _replay(earlier, phone)
+    name = _clean_text(submission.name, "name", MAX_NAME, multiline=False)
+    topic = _clean_text(submission.topic, "topic", MAX_TOPIC, multiline=True)
+    page_url = _clean_page_url(submission.page_url)
+    requested = _requested_time(submission.when, now)
+    if (waiting := _open_for_phone(session, subscriber, phone)) is not None:
+        return Submitted(waiting, created=False)
+
+    future = requested is not None and requested > now
+    request = CallbackRequest(
+        subscriber=subscriber,
+        visitor_phone=phone,
+        visitor_name=name,
+        topic=topic,
+        page_url=page_url,
+        requested_time=requested,
+        due_at=requested or now,
+        status=(RequestStatus.SCHEDULED if future else RequestStatus.QUEUED).value,
+        idempotency_key=key,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(request)
+    try:
+        session.flush()
+        record_creation(
+            session,
+            request,
+            "scheduled for the requested time" if future else "waiting to be called",
+        )
+        session.commit()
+    except IntegrityError:
+        # A concurrent identical submission won the unique index: answer with its request.
+        session.rollback()
+        winner = (key and _by_key(session, subscriber, key)) or _open_for_phone(
+            session, subscriber, phone
+        )
+        if winner is None:
+            raise
+        return _replay(winner, phone if key else None)
+    return Submitted(request, created=True)
+
+
+def for_visitor(session: Session, request_id: str, token: str | None) -> CallbackRequest:
+    """The request, only for the visitor who holds its token; 404 otherwise, never a hint."""
+    request = session.get(CallbackRequest, request_id) if len(request_id) <= 36 else None
+    presented = (token or "").encode()
+    if request is None or not hmac.compare_digest(request.visitor_token.encode(), presented):
+        raise NotFound("There is no such call-back request.", code="request_not_found")
+    return request
+
+
+def cancel(session: Session, request: CallbackRequest, reason: str) -> None:
+    """Cancel a request that has not ended yet; committed."""
+    if RequestStatus(request.status) in TERMINAL:
+        raise Conflict(
+            f"This call-back request is already {request.status}.", code="request_finished"
+        )
+    transition(session, request, RequestStatus.CANCELED, reason)
+    session.commit()
+
+
+def queue_position(session: Session, request: CallbackRequest) -> int | None:
+    """1 for the next request the subscriber's agents will take; None when not waiting."""
+    if request.status not in WAITING:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(CallbackRequest)
+        .where(
+            CallbackRequest.subscriber_id == request.subscriber_id,
+            CallbackRequest.status.in_(WAITING),
+            tuple_(CallbackRequest.due_at, CallbackRequest.created_at)
+            < tuple_(request.due_at, request.created_at),
+        )
+    )
+    return int(ahead or 0) + 1

@@ -1,0 +1,117 @@
+"""The call-back request's state machine: the one place a status may change.
+
+A transition is a conditional UPDATE (``WHERE status = <what we read>``), so two processes
+racing on one request cannot both move it: the loser gets ``StaleRequest`` and nothing is
+overwritten. Every transition is written to the request's event log and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from cbserver.models import CallbackRequest, RequestEvent, RequestStatus, utcnow
+
+S = RequestStatus
+log = logging.getLogger("cbserver.states")
+
+TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
+    S.SCHEDULED: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED}),
+    S.QUEUED: frozenset({S.DIALING_AGENT, S.DIALING_VISITOR, S.SCHEDULED, S.CANCELED, S.EXPIRED}),
+    # Agent-first: agent, then visitor. Visitor-first: visitor, then agent.
+    S.DIALING_AGENT: frozenset(
+        {S.DIALING_VISITOR, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED}
+    ),
+    S.DIALING_VISITOR: frozenset(
+        {S.DIALING_AGENT, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED}
+    ),
+    S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
+    S.RETRY_WAIT: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.FAILED}),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.EXPIRED: frozenset(),
+}
+TERMINAL = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
+
+
+class IllegalTransition(ValueError):
+    """The state machine does not allow this move."""
+
+    def __init__(self, request_id: str, current: str, target: str) -> None:
+        super().__init__(f"request {request_id}: {current} -> {target} is not allowed")
+        self.current = current
+        self.target = target
+
+
+class StaleRequest(RuntimeError):
+    """Someone else changed the request since it was read."""
+
+
+def can_transition(current: str, target: str) -> bool:
+    return RequestStatus(target) in TRANSITIONS[RequestStatus(current)]
+
+
+def transition(
+    session: Session,
+    request: CallbackRequest,
+    target: RequestStatus,
+    reason: str,
+    *,
+    now: datetime | None = None,
+    **changes: object,
+) -> None:
+    """Move ``request`` to ``target`` (with other column ``changes``) and log it; not committed."""
+    current = request.status
+    if not can_transition(current, target):
+        log.warning(
+            "illegal transition refused",
+            extra={"request_id": request.id, "from": current, "to": target.value},
+        )
+        raise IllegalTransition(request.id, current, target.value)
+    at = now or utcnow()
+    result = session.execute(
+        update(CallbackRequest)
+        .where(CallbackRequest.id == request.id, CallbackRequest.status == current)
+        .values(status=target.value, updated_at=at, **changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleRequest(f"request {request.id} is no longer {current}")
+    session.add(
+        RequestEvent(
+            request_id=request.id, at=at, from_status=current, to_status=target, reason=reason
+        )
+    )
+    session.refresh(request)
+    log.info(
+        "request %s: %s -> %s (%s)",
+        request.id,
+        current,
+        target.value,
+        reason,
+        extra={"request_id": request.id, "from": current, "to": target.value},
+    )
+
+
+def record_creation(session: Session, request: CallbackRequest, reason: str) -> None:
+    """The first line of a new request's event log."""
+    session.add(
+        RequestEvent(
+            request_id=request.id,
+            at=request.created_at,
+            from_status=None,
+            to_status=request.status,
+            reason=reason,
+        )
+    )
+    log.info(
+        "request %s: created %s (%s)",
+        request.id,
+        request.status,
+        reason,
+        extra={"request_id": request.id, "to": request.status},
+    )
