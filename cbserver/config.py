@@ -52,6 +52,12 @@ class Settings:
 
     ari_app: str = "cbserver"
 
+    # The web front end: hosted form, widget, JSON API, visitor status page.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8280
+    # Signs CSRF tokens; generated once into <state_dir>/secret_key when left empty.
+    secret_key: str = ""
+
     # The PSTN gateway. Empty means the local demo gateway (a sipp UAS echoing audio).
     trunk_uri: str = ""
     trunk_username: str = ""
@@ -120,7 +126,14 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("sip_port", "http_port", "ami_port", "rtp_port_start", "rtp_port_end"):
+        for name in (
+            "sip_port",
+            "http_port",
+            "ami_port",
+            "rtp_port_start",
+            "rtp_port_end",
+            "web_port",
+        ):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={port} is not a port (1-65535)")

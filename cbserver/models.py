@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -31,6 +33,25 @@ NAMING = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC in, aware UTC out, on every database (SQLite would hand back naive times)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"refusing a naive datetime {value!r}: give it a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def new_request_id() -> str:
@@ -87,7 +108,7 @@ class Agent(Base):
     sip_password: Mapped[str | None] = mapped_column(String(128))
     dtmf_mode: Mapped[str] = mapped_column(String(16), default="rfc4733")
     active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, contact={self.contact!r})"
@@ -116,11 +137,12 @@ class Subscriber(Base):
     allowed_origins: Mapped[str] = mapped_column(Text, default="")
     active: Mapped[bool] = mapped_column(default=True)
     widget_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_secret)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     assignments: Mapped[list[AgentAssignment]] = relationship(
         back_populates="subscriber",
-        order_by="AgentAssignment.priority",
+        # Equal priorities: the agent added first comes first, never the database's whim.
+        order_by="(AgentAssignment.priority, AgentAssignment.agent_id)",
         cascade="all, delete-orphan",
     )
 
@@ -175,14 +197,14 @@ class CallbackRequest(Base):
     topic: Mapped[str | None] = mapped_column(String(500))
     page_url: Mapped[str | None] = mapped_column(String(2000))
     # None means "as soon as possible".
-    requested_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    requested_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status: Mapped[str] = mapped_column(String(20))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
     visitor_token: Mapped[str] = mapped_column(String(64), default=new_secret)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     subscriber: Mapped[Subscriber] = relationship()
     events: Mapped[list[RequestEvent]] = relationship(
@@ -207,9 +229,9 @@ class CallAttempt(Base):
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     agent_channel_id: Mapped[str | None] = mapped_column(String(64))
     visitor_channel_id: Mapped[str | None] = mapped_column(String(64))
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     hangup_cause: Mapped[int | None] = mapped_column(Integer)
     hangup_cause_text: Mapped[str | None] = mapped_column(String(100))
     # answered | busy | no_answer | rejected | failed
@@ -228,7 +250,7 @@ class RequestEvent(Base):
     request_id: Mapped[str] = mapped_column(
         ForeignKey("callback_requests.id", ondelete="CASCADE"), index=True
     )
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     from_status: Mapped[str | None] = mapped_column(String(20))
     to_status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(500), default="")

@@ -6,12 +6,16 @@
 #   sipp (sip-tester)  the demo PSTN gateway and the test suite's SIP peers
 #   debootstrap        builds the Asterisk root when no Asterisk >= 20 is installed
 #   python3-venv       the virtual environment the Makefile creates
+#   chromium           the headless browser the browser tests drive (tests/browser.py)
 set -euo pipefail
 
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Without recommends Chromium brings no fonts, and pages would render as empty boxes.
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 "${PYTHON:-python3}" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -eq 0 ]; then

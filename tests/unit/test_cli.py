@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from cbserver import db
 from cbserver.cli import EXIT_NOT_RUNNING, main
 
 
@@ -42,7 +43,8 @@ def test_db_upgrade_reports_the_migrations_it_applied(cbserver, tmp_path: Path) 
     second = cbserver("db", "upgrade")
 
     assert first.exit_code == 0, first.output
-    assert first.stdout == "database at the newest schema (1 migration(s) applied)\n"
+    migrations = len(list((db.MIGRATIONS / "versions").glob("0*.py")))
+    assert first.stdout == f"database at the newest schema ({migrations} migration(s) applied)\n"
     assert second.stdout == "database at the newest schema (0 migration(s) applied)\n"
     assert (tmp_path / "cb.sqlite3").is_file()
 

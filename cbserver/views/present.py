@@ -1,0 +1,96 @@
+"""How a call-back request looks to its visitor: the same words on the status page and the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from flask import url_for
+from sqlalchemy.orm import Session
+
+from cbserver import intake
+from cbserver.models import CallbackRequest, RequestStatus
+from cbserver.states import TERMINAL
+
+STATUS_TEXT = {
+    RequestStatus.SCHEDULED: "Booked: we will call you at the time you chose.",
+    RequestStatus.QUEUED: "Waiting: we will call you as soon as someone is free.",
+    RequestStatus.DIALING_AGENT: "Getting someone for you now.",
+    RequestStatus.DIALING_VISITOR: "Calling you now.",
+    RequestStatus.CONNECTED: "You are connected.",
+    RequestStatus.RETRY_WAIT: "We could not reach you; we will try again shortly.",
+    RequestStatus.COMPLETED: "Done: thank you for talking to us.",
+    RequestStatus.FAILED: "We could not reach you, and have stopped trying.",
+    RequestStatus.CANCELED: "Canceled: we will not call.",
+    RequestStatus.EXPIRED: "We could not call you in time. Please ask again.",
+}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def local_text(moment: datetime, time_zone: str) -> str:
+    """A time as the business's visitors read it: "Wed 25 Nov, 08:13 (America/Los_Angeles)"."""
+    return f"{moment.astimezone(ZoneInfo(time_zone)):%a %d %b, %H:%M} ({time_zone})"
+
+
+def phone_display(e164: str) -> str:
+    return phonenumbers.format_number(
+        phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+
+
+def status_url(request: CallbackRequest) -> str:
+    return url_for(
+        "status.page", request_id=request.id, token=request.visitor_token, _external=True
+    )
+
+
+def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
+    status = RequestStatus(request.status)
+    zone = request.subscriber.time_zone
+    return {
+        "id": request.id,
+        "status": status.value,
+        "status_text": STATUS_TEXT[status],
+        "subscriber": {
+            "slug": request.subscriber.slug,
+            "name": request.subscriber.display_name,
+        },
+        "phone": request.visitor_phone,
+        "phone_display": phone_display(request.visitor_phone),
+        "name": request.visitor_name,
+        "topic": request.topic,
+        "requested_time": _iso(request.requested_time),
+        "due_at": _iso(request.due_at),
+        "due_text": local_text(request.due_at, zone),
+        "position": intake.queue_position(session, request),
+        "can_cancel": status not in TERMINAL,
+        "created_at": _iso(request.created_at),
+        "updated_at": _iso(request.updated_at),
+        "events": [
+            {
+                "at": _iso(e.at),
+                "at_text": local_text(e.at, zone),
+                "from": e.from_status,
+                "to": e.to_status,
+                "reason": e.reason,
+            }
+            for e in request.events
+        ],
+        "attempts": [
+            {
+                "number": a.number,
+                "started_at": _iso(a.started_at),
+                "answered_at": _iso(a.answered_at),
+                "ended_at": _iso(a.ended_at),
+                "outcome": a.outcome,
+                "hangup_cause": a.hangup_cause,
+                "hangup_cause_text": a.hangup_cause_text,
+            }
+            for a in request.attempts
+        ],
+    }

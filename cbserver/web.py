@@ -1,0 +1,142 @@
+"""The web front end's composition root: ``create_app`` wires settings, database and blueprints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from cbserver import db
+from cbserver.config import Settings
+from cbserver.errors import CbError
+
+MAX_BODY_BYTES = 16 * 1024
+log = logging.getLogger("cbserver.web")
+
+
+@dataclass(frozen=True)
+class WebServices:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+def services() -> WebServices:
+    found: WebServices = current_app.extensions["cbserver"]
+    return found
+
+
+def db_session() -> Session:
+    """The request's database session, closed when the request ends."""
+    if "db" not in g:
+        g.db = services().sessions()
+    session: Session = g.db
+    return session
+
+
+def _secret_key(settings: Settings) -> str:
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.state_dir / "secret_key"
+    if not path.exists():
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+) -> Flask:
+    """The web app. Forms check their own CSRF token, so a stale one re-shows the visitor's
+    input with a message instead of a bare 400 page; the JSON API takes no cookies."""
+    settings = settings or Settings.load()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(settings),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        # The form may stay open a long time; the token is tied to the session, not a clock.
+        WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config or {})
+    engine = engine or db.make_engine(settings.effective_database_url)
+    app.extensions["cbserver"] = WebServices(settings, engine, db.make_session_factory(engine))
+
+    from cbserver.views import api, form, status
+
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(form.blueprint)
+    app.register_blueprint(status.blueprint)
+
+    @app.teardown_appcontext
+    def close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    @app.get("/")
+    def index() -> str:
+        # Deliberately no list of businesses: each links visitors to its own /c/<slug>.
+        return render_template("index.html")
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        try:
+            with services().engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("health check: database unreachable: %s", exc)
+            return jsonify(status="error", database="unreachable"), 503
+        return jsonify(status="ok", database="ok"), 200
+
+    @app.errorhandler(CbError)
+    def cb_error(error: CbError) -> tuple[Any, int]:
+        return _error_answer(error.status, error.to_json())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Any, int]:
+        code = error.code or 500
+        message = {
+            404: "There is nothing at this address.",
+            405: "This address does not accept that method.",
+            413: f"The request is too large (at most {MAX_BODY_BYTES // 1024} KiB).",
+        }.get(code, error.description or "The request could not be handled.")
+        slug = (error.name or "error").lower().replace(" ", "_")
+        return _error_answer(code, {"error": {"code": slug, "message": message}})
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Any, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_answer(
+            500,
+            {
+                "error": {
+                    "code": "internal_error",
+                    "message": "Something went wrong on our side. Please try again.",
+                }
+            },
+        )
+
+    return app
+
+
+def _error_answer(status: int, body: dict[str, Any]) -> tuple[Any, int]:
+    """JSON for the API, a plain page for people; never a stack trace."""
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        return jsonify(body), status
+    return render_template("error.html", status=status, message=body["error"]["message"]), status

@@ -1,0 +1,55 @@
+"""The web front end under Flask's test client, on SQLite and PostgreSQL (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver.config import Settings
+from cbserver.models import Subscriber
+from cbserver.web import create_app
+
+US_MOBILE = "+12015550123"
+
+
+@pytest.fixture
+def acme(sessions: sessionmaker[Session]) -> Subscriber:
+    with sessions() as session:
+        subscriber = Subscriber(
+            slug="acme",
+            display_name="Acme Plumbing",
+            time_zone="America/Los_Angeles",
+            country="US",
+            caller_id="+12015550100",
+        )
+        session.add(subscriber)
+        session.commit()
+        return subscriber
+
+
+@pytest.fixture
+def app(engine: Engine, sessions: sessionmaker[Session], tmp_path: Path) -> Flask:
+    return create_app(settings=Settings(state_dir=tmp_path), engine=engine)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def csrf_token(page: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert match, "the page carries a CSRF token"
+    return match.group(1)
+
+
+def hidden(page: str, name: str) -> str:
+    match = re.search(rf'name="{name}" type="hidden" value="([^"]*)"', page)
+    assert match, f"the page carries {name}"
+    return match.group(1)

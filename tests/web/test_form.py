@@ -1,0 +1,154 @@
+"""The hosted form and the status page, as a visitor's browser posts them (no JavaScript)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver.models import CallbackRequest
+from tests.web.conftest import csrf_token, hidden
+
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
+
+
+def form_fields(page: str, **values: str) -> dict[str, str]:
+    return {
+        "csrf_token": csrf_token(page),
+        "submission_id": hidden(page, "submission_id"),
+        "page_url": "https://acme.example/contact",
+        "phone": "(201) 555-0123",
+        "name": "",
+        "topic": "",
+        "when": "asap",
+        **values,
+    }
+
+
+def stored(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(CallbackRequest)) or 0
+
+
+def test_form_has_labelled_fields_for_the_business(client: FlaskClient) -> None:
+    page = client.get("/c/acme")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Acme Plumbing will call you back" in html
+    for label in ("Your phone number", "Your name (optional)", "When should we call you?"):
+        assert label in html
+    assert re.search(r'<label for="phone">', html)
+    assert 'autocomplete="tel"' in html
+
+
+def test_unknown_business_is_a_404_page(client: FlaskClient) -> None:
+    page = client.get("/c/nobody")
+    assert page.status_code == 404
+    assert "There is no call-back service called" in page.get_data(as_text=True)
+
+
+def test_submitting_lands_on_the_status_page(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    sent = client.post("/c/acme", data=form_fields(page, name="Ada", topic="Leaking tap"))
+    assert sent.status_code == 303
+    status = client.get(sent.headers["Location"])
+    html = status.get_data(as_text=True)
+    assert status.status_code == 200
+    assert "Your call-back from Acme Plumbing" in html
+    assert "Waiting: we will call you as soon as someone is free." in html
+    assert 'You are number <span data-field="position">1</span>' in html
+    with sessions() as session:
+        request = session.scalars(select(CallbackRequest)).one()
+        assert request.page_url == "https://acme.example/contact"
+        assert request.visitor_phone == "+12015550123"
+
+
+def test_a_refused_number_is_explained_next_to_the_field_and_nothing_is_lost(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    sent = client.post(
+        "/c/acme", data=form_fields(page, phone="+1 900 234 5678", name="Ada", topic="Taps")
+    )
+    assert sent.status_code == 422
+    html = sent.get_data(as_text=True)
+    assert re.search(r'id="phone-error" role="alert">We can only call ordinary', html)
+    assert 'aria-invalid="true"' in html
+    assert 'value="+1 900 234 5678"' in html
+    assert 'value="Ada"' in html
+    assert re.search(r">\s*Taps</textarea>", html)
+    assert 'aria-describedby="None"' not in html
+    assert stored(sessions) == 0
+
+
+def test_an_expired_form_keeps_the_visitors_input(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    sent = client.post("/c/acme", data=form_fields(page, csrf_token="stale", name="Ada"))
+    assert sent.status_code == 422
+    html = sent.get_data(as_text=True)
+    assert "This form had expired" in html
+    assert 'value="Ada"' in html
+    assert stored(sessions) == 0
+
+
+def test_a_later_time_is_read_in_the_business_time_zone(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    sent = client.post("/c/acme", data=form_fields(page, when="later", later_at="2099-01-01T09:30"))
+    assert sent.status_code == 422, "more than 30 days ahead is refused"
+    assert "up to 30 days ahead" in sent.get_data(as_text=True)
+    missing = client.post("/c/acme", data=form_fields(page, when="later", later_at=""))
+    assert "Please choose a date and time." in missing.get_data(as_text=True)
+    assert stored(sessions) == 0
+
+
+def test_a_double_click_stores_one_request(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    fields = form_fields(page)
+    first = client.post("/c/acme", data=fields)
+    second = client.post("/c/acme", data=fields)
+    assert first.headers["Location"] == second.headers["Location"]
+    assert stored(sessions) == 1
+
+
+def test_names_are_shown_as_text_never_as_markup(client: FlaskClient) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    sent = client.post("/c/acme", data=form_fields(page, name="<script>alert(1)</script>"))
+    html = client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)" not in html
+
+
+def test_the_status_page_cancels_with_its_button(client: FlaskClient) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    status_url = client.post("/c/acme", data=form_fields(page)).headers["Location"]
+    status = client.get(status_url).get_data(as_text=True)
+    token = re.search(r'data-token="([^"]+)"', status)
+    assert token
+    action = re.search(r'<form method="post" action="([^"]+/cancel)"', status)
+    assert action
+    done = client.post(
+        action.group(1), data={"csrf_token": csrf_token(status), "token": token.group(1)}
+    )
+    assert done.status_code == 303
+    after = client.get(status_url).get_data(as_text=True)
+    assert "Canceled: we will not call." in after
+    assert "canceled by the visitor" in after
+
+
+def test_the_status_page_needs_the_token(client: FlaskClient) -> None:
+    page = client.get("/c/acme").get_data(as_text=True)
+    status_url = client.post("/c/acme", data=form_fields(page, name="Ada")).headers["Location"]
+    wrong = client.get(status_url.split("?")[0] + "?token=guess")
+    assert wrong.status_code == 404
+    assert "Ada" not in wrong.get_data(as_text=True)
