@@ -1,4 +1,4 @@
-"""``cbserver`` — the command line: Asterisk, agents, database, and the service itself."""
+"""``cbserver`` — the command line: Asterisk, agents, subscribers, database, the service itself."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any, NoReturn
 
@@ -15,16 +16,21 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver import admin_tokens, db
 from cbserver import agents as agents_service
-from cbserver import db
+from cbserver import subscribers as subscribers_service
 from cbserver.asterisk.instance import AsteriskError, AsteriskInstance, InstanceStatus
 from cbserver.asterisk.provision import ProvisionError
 from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
-from cbserver.models import Agent
+from cbserver.models import Agent, CallOrder, Subscriber
+from cbserver.serve import WebServer, WebServerError
+from cbserver.web import create_app
 
 EXIT_NOT_RUNNING = 3
+# In the order they serve the demo subscriber.
 DEMO_AGENTS = ("demo-alice", "demo-bob")
+DEMO_SUBSCRIBER = "acme"
 
 
 class Context:
@@ -221,6 +227,267 @@ def agent_list(obj: Context) -> None:
             click.echo(f"{item.name:<20} {state:<8} dtmf={item.dtmf_mode:<8} {kind}")
 
 
+@agent.command("assign")
+@click.argument("agent_name", metavar="AGENT")
+@click.argument("subscriber_slug", metavar="SUBSCRIBER")
+@click.option(
+    "--priority",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Lower is called first; assigning again changes it.",
+)
+@click.pass_obj
+def agent_assign(obj: Context, agent_name: str, subscriber_slug: str, priority: int) -> None:
+    """Let an agent take the subscriber's call-backs."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            before = _priority_of(session, subscriber_slug, agent_name)
+            subscribers_service.assign_agent(
+                session, subscriber_slug, agent_name, priority=priority
+            )
+        except subscribers_service.SubscriberError as exc:
+            _fail(str(exc))
+    if before is None:
+        click.echo(f"Agent {agent_name!r} assigned to {subscriber_slug!r} (priority {priority}).")
+    elif before == priority:
+        click.echo(f"Agent {agent_name!r} already serves {subscriber_slug!r}; nothing changed.")
+    else:
+        click.echo(
+            f"Agent {agent_name!r} serves {subscriber_slug!r} at priority {priority} "
+            f"(was {before})."
+        )
+
+
+def _priority_of(session: Session, subscriber_slug: str, agent_name: str) -> int | None:
+    """The agent's priority for the subscriber, None when it is not assigned."""
+    subscriber = subscribers_service.get_subscriber(session, subscriber_slug)
+    for assignment in subscriber.assignments:
+        if assignment.agent.name == agent_name:
+            return assignment.priority
+    return None
+
+
+@agent.command("unassign")
+@click.argument("agent_name", metavar="AGENT")
+@click.argument("subscriber_slug", metavar="SUBSCRIBER")
+@click.pass_obj
+def agent_unassign(obj: Context, agent_name: str, subscriber_slug: str) -> None:
+    """Stop an agent taking the subscriber's call-backs."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            removed = subscribers_service.unassign_agent(session, subscriber_slug, agent_name)
+        except subscribers_service.SubscriberError as exc:
+            _fail(str(exc))
+    if removed:
+        click.echo(f"Agent {agent_name!r} no longer serves {subscriber_slug!r}.")
+    else:
+        click.echo(f"Agent {agent_name!r} did not serve {subscriber_slug!r}; nothing changed.")
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+@main.group("subscriber")
+def subscriber_group() -> None:
+    """Subscribers: the businesses whose visitors ask for call-backs."""
+
+
+@subscriber_group.command("add")
+@click.argument("slug")
+@click.option("--name", "display_name", required=True, help="The business's name, for visitors.")
+@click.option(
+    "--country", required=True, help="ISO country code (US, DE…) for visitors' national numbers."
+)
+@click.option("--caller-id", required=True, help="The number visitors see, in E.164 (+1…).")
+@click.option("--time-zone", default="UTC", show_default=True, help="IANA time zone.")
+@click.option(
+    "--language",
+    type=click.Choice(subscribers_service.LANGUAGES),
+    default="en",
+    show_default=True,
+    help="Language of the visitor's pages and prompts.",
+)
+@click.option(
+    "--call-order",
+    type=click.Choice(subscribers_service.CALL_ORDERS),
+    default=CallOrder.AGENT_FIRST.value,
+    show_default=True,
+    help="Whom to call first.",
+)
+@click.option("--max-attempts", type=int, default=3, show_default=True, help="1 to 10.")
+@click.option(
+    "--retry-interval",
+    "retry_interval_seconds",
+    type=int,
+    default=300,
+    show_default=True,
+    help="Seconds between attempts, 30 to 86400.",
+)
+@click.option(
+    "--allowed-countries",
+    default="",
+    help="Countries visitors' numbers may be in, like US,CA (default: --country only).",
+)
+@click.option(
+    "--allowed-origins",
+    default="",
+    help="Web origins the widget may post from, like https://www.example.com,https://example.com.",
+)
+@click.pass_obj
+def subscriber_add(
+    obj: Context,
+    slug: str,
+    display_name: str,
+    country: str,
+    caller_id: str,
+    time_zone: str,
+    language: str,
+    call_order: str,
+    max_attempts: int,
+    retry_interval_seconds: int,
+    allowed_countries: str,
+    allowed_origins: str,
+) -> None:
+    """Add a subscriber; prints its hosted form path and widget key."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            created = subscribers_service.add_subscriber(
+                session,
+                slug,
+                display_name=display_name,
+                country=country,
+                caller_id=caller_id,
+                time_zone=time_zone,
+                language=language,
+                call_order=call_order,
+                max_attempts=max_attempts,
+                retry_interval_seconds=retry_interval_seconds,
+                allowed_countries=allowed_countries,
+                allowed_origins=allowed_origins,
+            )
+        except subscribers_service.SubscriberError as exc:
+            _fail(str(exc))
+    click.echo(f"Subscriber {slug!r} added.")
+    _print_subscriber_links(created)
+
+
+def _print_subscriber_links(subscriber: Subscriber) -> None:
+    click.echo(f"  hosted form  /c/{subscriber.slug}\n  widget key   {subscriber.widget_key}")
+
+
+@subscriber_group.command("list")
+@click.pass_obj
+def subscriber_list(obj: Context) -> None:
+    """List subscribers and the agents serving each, in the order they are called."""
+    with obj.upgraded_sessions()() as session:
+        rows = [
+            [
+                item.slug,
+                item.display_name,
+                item.country,
+                item.time_zone,
+                ",".join(_agent_label(a.agent) for a in item.assignments) or "-",
+                "active" if item.active else "inactive",
+            ]
+            for item in subscribers_service.list_subscribers(session)
+        ]
+    if not rows:
+        click.echo("No subscribers yet (add one with: cbserver subscriber add).")
+        return
+    _print_table(["SLUG", "NAME", "COUNTRY", "TIME ZONE", "AGENTS", "STATE"], rows)
+
+
+def _agent_label(item: Agent) -> str:
+    return item.name if item.active else f"{item.name}(inactive)"
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+# --- admin API tokens ----------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Tokens for the admin API (/api/v1/admin): for all subscribers, or for one."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--subscriber", "subscriber_slug", metavar="SLUG", help="Only this subscriber (default: all)."
+)
+@click.pass_obj
+def token_create(obj: Context, name: str, subscriber_slug: str | None) -> None:
+    """Create a token; its secret is printed once (only a hash of it is stored)."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            scope = None
+            if subscriber_slug is not None:
+                scope = subscribers_service.get_subscriber(session, subscriber_slug)
+            created, secret = admin_tokens.create_token(session, name, subscriber=scope)
+        except (subscribers_service.SubscriberError, admin_tokens.TokenError) as exc:
+            _fail(str(exc))
+    click.echo(f"Token {created.id} ({created.name!r}) created for {_scope_text(scope)}.")
+    click.echo(f"  secret  {secret}")
+    click.echo(
+        "Copy the secret now: it will not be shown again (only its hash is stored).\n"
+        "Send it as: Authorization: Bearer <secret>"
+    )
+
+
+def _scope_text(subscriber: Subscriber | None) -> str:
+    return "all subscribers" if subscriber is None else f"subscriber {subscriber.slug!r}"
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M}Z"
+
+
+@token.command("list")
+@click.pass_obj
+def token_list(obj: Context) -> None:
+    """List tokens (never their secrets)."""
+    with obj.upgraded_sessions()() as session:
+        rows = [
+            [
+                str(item.id),
+                item.name,
+                item.scope_subscriber.slug if item.scope_subscriber else "all",
+                _when(item.created_at),
+                _when(item.last_used_at),
+                _when(item.revoked_at),
+            ]
+            for item in admin_tokens.list_tokens(session)
+        ]
+    if not rows:
+        click.echo("No tokens yet (create one with: cbserver token create NAME).")
+        return
+    _print_table(["ID", "NAME", "SUBSCRIBER", "CREATED", "LAST USED", "REVOKED"], rows)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID", type=int)
+@click.pass_obj
+def token_revoke(obj: Context, token_id: int) -> None:
+    """Revoke a token: the admin API refuses it from now on."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            revoked = admin_tokens.revoke_token(session, token_id)
+        except admin_tokens.TokenError as exc:
+            _fail(str(exc))
+    if revoked:
+        click.echo(f"Token {token_id} revoked.")
+    else:
+        click.echo(f"Token {token_id} was already revoked; nothing changed.")
+
+
 # --- database ------------------------------------------------------------------------------
 
 
@@ -242,12 +509,22 @@ def upgrade(obj: Context) -> None:
 
 
 @main.command()
-@click.option("--demo", is_flag=True, help="Create demo agents and print their SIP accounts.")
+@click.option(
+    "--demo", is_flag=True, help="Seed the demo (as `cbserver demo`) and print its SIP accounts."
+)
 @click.pass_obj
 def run(obj: Context, demo: bool) -> None:
-    """Run cbserver in the foreground: Asterisk (and the demo gateway) until Ctrl-C."""
+    """Run cbserver in the foreground: web front end and Asterisk (with the demo gateway)."""
     sessions = obj.upgraded_sessions()
-    accounts = _ensure_demo_agents(sessions) if demo else {}
+    accounts = {}
+    agents_added = False
+    demo_subscriber: Subscriber | None = None
+    if demo:
+        seeded = _seed_demo(sessions)
+        for change in seeded.changes:
+            _progress(change)
+        accounts, agents_added = seeded.accounts, seeded.agents_added
+        demo_subscriber = seeded.subscriber
     stop_requested = threading.Event()
 
     def request_stop(_signum: int, _frame: Any) -> None:
@@ -255,20 +532,37 @@ def run(obj: Context, demo: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    gateway = DemoGateway(obj.settings) if obj.settings.uses_demo_gateway else None
+    web = WebServer(
+        create_app(settings=obj.settings, engine=obj.engine),
+        obj.settings.web_host,
+        obj.settings.web_port,
+    )
     try:
-        started = obj.instance.start(obj.active_agents(), _progress)
-    except (ProvisionError, AsteriskError) as exc:
+        web.start()
+    except WebServerError as exc:
         _fail(str(exc))
+    gateway = DemoGateway(obj.settings) if obj.settings.uses_demo_gateway else None
+    started = False
     try:
+        try:
+            started = obj.instance.start(obj.active_agents(), _progress)
+        except (ProvisionError, AsteriskError) as exc:
+            _fail(str(exc))
+        if agents_added and not started:
+            # An Asterisk that was already running has not read the new demo agents yet.
+            _sync_agents(obj)
         if gateway is not None:
             gateway.start()
         _print_status(obj.instance.status())
         _print_reach(obj.settings, accounts, gateway)
+        click.echo(f"\ncbserver is ready: {web.base_url}")
+        if demo_subscriber is not None:
+            click.echo(f"Demo form: {web.base_url}c/{demo_subscriber.slug}")
         while not stop_requested.wait(1.0):
             if obj.instance.pid() is None:
                 _fail("Asterisk stopped unexpectedly.\n" + obj.instance.log_tail())
     finally:
+        web.stop()
         if gateway is not None:
             gateway.stop()
         if started:
@@ -276,16 +570,104 @@ def run(obj: Context, demo: bool) -> None:
             click.echo("Asterisk stopped.", err=True)
 
 
-def _ensure_demo_agents(sessions: sessionmaker[Session]) -> dict[str, str]:
+@main.command()
+@click.pass_obj
+def web(obj: Context) -> None:
+    """Serve only the web front end in the foreground (production: gunicorn cbserver.wsgi:app)."""
+    obj.upgraded_sessions()
+    server = WebServer(
+        create_app(settings=obj.settings, engine=obj.engine),
+        obj.settings.web_host,
+        obj.settings.web_port,
+    )
+    try:
+        server.start()
+    except WebServerError as exc:
+        _fail(str(exc))
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop_requested.set())
+    signal.signal(signal.SIGINT, lambda _s, _f: stop_requested.set())
+    click.echo(f"cbserver web front end: {server.base_url}  (Ctrl-C stops it)")
+    stop_requested.wait()
+    server.stop()
+
+
+@main.command("demo")
+@click.pass_obj
+def demo_command(obj: Context) -> None:
+    """Seed the demo: subscriber acme, served by demo-alice, then demo-bob (idempotent)."""
+    seeded = _seed_demo(obj.upgraded_sessions())
+    for change in seeded.changes:
+        click.echo(change)
+    if not seeded.changes:
+        click.echo("The demo is already seeded; nothing changed.")
+    if seeded.agents_added:
+        _sync_agents(obj)
+    else:
+        # Nothing new for a running Asterisk to reload; the file is written all the same.
+        obj.instance.write_agents(obj.active_agents())
+    click.echo(f"Subscriber {seeded.subscriber.slug!r} ({seeded.subscriber.display_name}):")
+    _print_subscriber_links(seeded.subscriber)
+    for name, password in seeded.accounts.items():
+        _print_sip_account(obj.settings, name, password)
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    subscriber: Subscriber
+    # Agent name -> SIP password, for the softphones.
+    accounts: dict[str, str]
+    # What this run changed, one sentence each; empty when the demo was complete.
+    changes: list[str]
+    agents_added: bool
+
+
+def _seed_demo(sessions: sessionmaker[Session]) -> DemoSeed:
+    """Seed the demo, for ``cbserver demo`` and ``cbserver run --demo``; idempotent.
+
+    An existing acme is left as it is (it may have been changed on purpose); only what is
+    missing is added, and the demo agents' order restored.
+    """
     with sessions() as session:
-        existing = {a.name: a for a in agents_service.list_agents(session)}
-        accounts = {}
-        for name in DEMO_AGENTS:
-            if name in existing:
-                accounts[name] = existing[name].sip_password or ""
-            else:
-                accounts[name] = agents_service.add_agent(session, name).sip_password or ""
-    return accounts
+        accounts, added = _ensure_demo_agents(session)
+        changes = [f"Agent {name!r} added." for name in added]
+        try:
+            subscriber = subscribers_service.get_subscriber(session, DEMO_SUBSCRIBER)
+        except subscribers_service.SubscriberError:
+            subscriber = subscribers_service.add_subscriber(
+                session,
+                DEMO_SUBSCRIBER,
+                display_name="Acme Plumbing",
+                country="US",
+                time_zone="America/Los_Angeles",
+                caller_id="+12015550100",
+                language="en",
+                allowed_origins="",
+            )
+            changes.append(f"Subscriber {DEMO_SUBSCRIBER!r} added.")
+        for rank, name in enumerate(DEMO_AGENTS, start=1):
+            priority = rank * 10
+            if _priority_of(session, DEMO_SUBSCRIBER, name) != priority:
+                subscribers_service.assign_agent(session, DEMO_SUBSCRIBER, name, priority=priority)
+                changes.append(
+                    f"Agent {name!r} assigned to {DEMO_SUBSCRIBER!r} (priority {priority})."
+                )
+        session.refresh(subscriber)  # loaded for printing after the session closes
+    return DemoSeed(subscriber, accounts, changes, agents_added=bool(added))
+
+
+def _ensure_demo_agents(session: Session) -> tuple[dict[str, str], list[str]]:
+    """The demo agents' SIP accounts, and the names of those added now."""
+    existing = {a.name: a for a in agents_service.list_agents(session)}
+    accounts = {}
+    added = []
+    for name in DEMO_AGENTS:
+        if name in existing:
+            accounts[name] = existing[name].sip_password or ""
+        else:
+            accounts[name] = agents_service.add_agent(session, name).sip_password or ""
+            added.append(name)
+    return accounts, added
 
 
 def _print_reach(settings: Settings, accounts: dict[str, str], gateway: DemoGateway | None) -> None:

@@ -156,6 +156,30 @@ class Subscriber(Base):
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
 
+class ApiToken(Base):
+    """A bearer token for the admin API; only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # A label for people: what or who uses the token.
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # None: every subscriber. A token for one subscriber goes with it when it is deleted.
+    scope_subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    scope_subscriber: Mapped[Subscriber | None] = relationship()
+
+    def __repr__(self) -> str:
+        # Never the hash: reprs end up in logs.
+        return f"ApiToken(id={self.id!r}, name={self.name!r})"
+
+
 class AgentAssignment(Base):
     """Which agents serve a subscriber, in which order (lower priority first)."""
 

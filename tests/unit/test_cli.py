@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cbserver import db
+from cbserver import admin_tokens, db
 from cbserver.cli import EXIT_NOT_RUNNING, main
+from cbserver.models import Agent
+from cbserver.subscribers import list_subscribers
 
 
 @pytest.fixture(autouse=True)
@@ -143,3 +146,309 @@ def test_bad_setting_in_the_environment_is_reported(tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert "CBSERVER_SIP_PORT" in result.stderr
+
+
+# --- subscribers and assignments -----------------------------------------------------------
+
+ACME = ("--name", "Acme Plumbing", "--country", "US", "--caller-id", "+12015550100")
+BETA = ("--name", "Beta GmbH", "--country", "DE", "--caller-id", "+49 30 901820")
+
+
+def table(result: Result) -> list[list[str]]:
+    """``subscriber list`` rows, cut where the header's columns start (names hold spaces)."""
+    header, *rows = result.stdout.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]
+    cuts = [*starts, None]
+    return [[line[a:b].strip() for a, b in itertools.pairwise(cuts)] for line in rows]
+
+
+def test_subscriber_is_added_and_listed(cbserver) -> None:
+    added = cbserver(
+        "subscriber",
+        "add",
+        "acme",
+        *ACME,
+        "--time-zone",
+        "America/Los_Angeles",
+        "--allowed-countries",
+        "us,ca",
+        "--allowed-origins",
+        "https://www.example.com/,https://example.com",
+    )
+    cbserver("subscriber", "add", "beta", *BETA, "--language", "de")
+    listed = cbserver("subscriber", "list")
+
+    assert added.exit_code == 0, added.output
+    assert added.stdout.startswith("Subscriber 'acme' added.\n")
+    assert re.search(r"^\s+hosted form\s+/c/acme$", added.stdout, re.MULTILINE)
+    key = re.search(r"^\s+widget key\s+(\S+)$", added.stdout, re.MULTILINE)
+    assert key is not None
+    assert len(key.group(1)) >= 40
+    assert listed.exit_code == 0, listed.output
+    assert re.split(r"\s{2,}", listed.stdout.splitlines()[0]) == [
+        "SLUG",
+        "NAME",
+        "COUNTRY",
+        "TIME ZONE",
+        "AGENTS",
+        "STATE",
+    ]
+    assert table(listed) == [
+        ["acme", "Acme Plumbing", "US", "America/Los_Angeles", "-", "active"],
+        ["beta", "Beta GmbH", "DE", "UTC", "-", "active"],
+    ]
+
+
+def test_no_subscribers_says_so(cbserver) -> None:
+    listed = cbserver("subscriber", "list")
+
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith("No subscribers yet")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("Acme", *ACME), "subscriber slug 'Acme' must be 2 to 40 lowercase letters"),
+        (("acme", *ACME, "--time-zone", "Mars/Olympus"), "time zone 'Mars/Olympus' is not an"),
+        (("acme", *ACME, "--max-attempts", "0"), "attempts must be a whole number from 1 to 10"),
+        (("acme", *ACME, "--allowed-origins", "ftp://x"), "origin 'ftp://x' is not a web origin"),
+        (("acme", *BETA[:4], "--caller-id", "12345"), "caller ID '12345' is not a valid phone"),
+    ],
+    ids=["slug", "time_zone", "max_attempts", "allowed_origins", "caller_id"],
+)
+def test_refused_subscriber_fails_naming_the_rule(cbserver, args, message: str) -> None:
+    result = cbserver("subscriber", "add", *args)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {message}")
+    assert result.stdout == ""
+    assert cbserver("subscriber", "list").stdout.startswith("No subscribers yet")
+
+
+def test_duplicate_subscriber_fails_clearly(cbserver) -> None:
+    cbserver("subscriber", "add", "acme", *ACME)
+
+    again = cbserver("subscriber", "add", "acme", *BETA)
+
+    assert again.exit_code == 1
+    assert again.stderr == "error: a subscriber named 'acme' already exists\n"
+    [row] = table(cbserver("subscriber", "list"))
+    assert row[1] == "Acme Plumbing"
+
+
+def test_assigned_agents_are_listed_in_priority_order(cbserver) -> None:
+    cbserver("subscriber", "add", "acme", *ACME)
+    for name in ("alice", "bob", "carol"):
+        cbserver("agent", "add", name)
+
+    first = cbserver("agent", "assign", "bob", "acme", "--priority", "20")
+    cbserver("agent", "assign", "alice", "acme", "--priority", "10")
+    cbserver("agent", "assign", "carol", "acme")
+    moved = cbserver("agent", "assign", "carol", "acme", "--priority", "5")
+    same = cbserver("agent", "assign", "carol", "acme", "--priority", "5")
+
+    assert first.exit_code == 0, first.output
+    assert first.stdout == "Agent 'bob' assigned to 'acme' (priority 20).\n"
+    assert moved.stdout == "Agent 'carol' serves 'acme' at priority 5 (was 100).\n"
+    assert same.stdout == "Agent 'carol' already serves 'acme'; nothing changed.\n"
+    [row] = table(cbserver("subscriber", "list"))
+    assert row[4] == "carol,alice,bob"
+
+    removed = cbserver("agent", "unassign", "alice", "acme")
+    again = cbserver("agent", "unassign", "alice", "acme")
+
+    assert removed.stdout == "Agent 'alice' no longer serves 'acme'.\n"
+    assert again.exit_code == 0
+    assert again.stdout == "Agent 'alice' did not serve 'acme'; nothing changed.\n"
+    [row] = table(cbserver("subscriber", "list"))
+    assert row[4] == "carol,bob"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("assign", "alice", "nobody"), "error: there is no subscriber named 'nobody'\n"),
+        (("assign", "nobody", "acme"), "error: there is no agent named 'nobody'\n"),
+        (("unassign", "nobody", "acme"), "error: there is no agent named 'nobody'\n"),
+        (("assign", "alice", "acme", "--priority", "-1"), "error: priority must be a whole"),
+    ],
+    ids=["subscriber", "agent", "unassign", "priority"],
+)
+def test_assigning_unknown_names_fails_naming_them(cbserver, args, message: str) -> None:
+    cbserver("subscriber", "add", "acme", *ACME)
+    cbserver("agent", "add", "alice")
+
+    result = cbserver("agent", *args)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(message)
+    [row] = table(cbserver("subscriber", "list"))
+    assert row[4] == "-"
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+
+def test_demo_is_seeded_once_and_a_second_run_changes_nothing(cbserver, tmp_path: Path) -> None:
+    first = cbserver("demo")
+    second = cbserver("demo")
+
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[:5] == [
+        "Agent 'demo-alice' added.",
+        "Agent 'demo-bob' added.",
+        "Subscriber 'acme' added.",
+        "Agent 'demo-alice' assigned to 'acme' (priority 10).",
+        "Agent 'demo-bob' assigned to 'acme' (priority 20).",
+    ]
+    assert second.exit_code == 0, second.output
+    assert second.stdout.splitlines()[0] == "The demo is already seeded; nothing changed."
+    assert "added" not in second.stdout
+    assert "assigned" not in second.stdout
+    for result in (first, second):
+        assert "Subscriber 'acme' (Acme Plumbing):\n  hosted form  /c/acme\n" in result.stdout
+        assert re.search(r"^\s+widget key\s+\S{40,}$", result.stdout, re.MULTILINE)
+        assert re.search(r"^\s+username\s+demo-alice$", result.stdout, re.MULTILINE)
+        assert re.search(r"^\s+username\s+demo-bob$", result.stdout, re.MULTILINE)
+    passwords = re.findall(r"^\s+password\s+(\S+)$", first.stdout, re.MULTILINE)
+    assert len(passwords) == 2
+    assert all(len(p) >= 20 for p in passwords)
+    assert passwords == re.findall(r"^\s+password\s+(\S+)$", second.stdout, re.MULTILINE)
+    conf = agents_file(tmp_path).read_text()
+    assert "[demo-alice-auth](agent-auth)" in conf
+    assert "[demo-bob-auth](agent-auth)" in conf
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cb.sqlite3'}")
+    try:
+        with db.make_session_factory(engine)() as session:
+            [acme] = list_subscribers(session)
+            assert sorted(a.name for a in session.query(Agent)) == ["demo-alice", "demo-bob"]
+            assert (acme.slug, acme.display_name, acme.country) == ("acme", "Acme Plumbing", "US")
+            assert (acme.time_zone, acme.caller_id) == ("America/Los_Angeles", "+12015550100")
+            assert (acme.language, acme.allowed_origins) == ("en", "")
+            assert [(a.agent.name, a.priority) for a in acme.assignments] == [
+                ("demo-alice", 10),
+                ("demo-bob", 20),
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_demo_adds_what_is_missing_and_keeps_the_rest(cbserver) -> None:
+    cbserver("agent", "add", "demo-bob")
+    cbserver("subscriber", "add", "acme", *BETA)
+    cbserver("agent", "assign", "demo-bob", "acme", "--priority", "1")
+
+    seeded = cbserver("demo")
+
+    assert seeded.exit_code == 0, seeded.output
+    assert seeded.stdout.splitlines()[:3] == [
+        "Agent 'demo-alice' added.",
+        "Agent 'demo-alice' assigned to 'acme' (priority 10).",
+        "Agent 'demo-bob' assigned to 'acme' (priority 20).",
+    ]
+    [row] = table(cbserver("subscriber", "list"))
+    assert row[:3] == ["acme", "Beta GmbH", "DE"]
+    assert row[4] == "demo-alice,demo-bob"
+
+
+# --- admin API tokens ------------------------------------------------------------------------
+
+
+def created_secret(result: Result) -> str:
+    found = re.search(r"^\s+secret\s+(\S+)$", result.stdout, re.MULTILINE)
+    assert found is not None, result.output
+    return found.group(1)
+
+
+def database_bytes(tmp_path: Path) -> bytes:
+    """The SQLite database as stored, with its write-ahead log."""
+    return b"".join(path.read_bytes() for path in sorted(tmp_path.glob("cb.sqlite3*")))
+
+
+def test_a_token_is_created_and_its_secret_shown_once(cbserver, tmp_path: Path) -> None:
+    created = cbserver("token", "create", "ci deploy")
+
+    assert created.exit_code == 0, created.output
+    lines = created.stdout.splitlines()
+    assert lines[0] == "Token 1 ('ci deploy') created for all subscribers."
+    secret = created_secret(created)
+    assert secret.startswith("cbs_")
+    assert "it will not be shown again" in created.stdout
+    assert secret not in database_bytes(tmp_path).decode("latin-1")
+    listed = cbserver("token", "list")
+    assert secret not in listed.stdout
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cb.sqlite3'}")
+    try:
+        with db.make_session_factory(engine)() as session:
+            token = admin_tokens.authenticate(session, secret)
+            assert (token.id, token.scope_subscriber_id) == (1, None)
+            assert token.token_hash not in listed.stdout
+    finally:
+        engine.dispose()
+
+
+def test_tokens_are_listed_with_their_scope_and_state(cbserver) -> None:
+    assert cbserver("token", "list").stdout.startswith("No tokens yet")
+    cbserver("subscriber", "add", "acme", *ACME)
+    cbserver("token", "create", "everything")
+    scoped = cbserver("token", "create", "acme shop", "--subscriber", "acme")
+    cbserver("token", "revoke", "1")
+
+    listed = cbserver("token", "list")
+
+    assert scoped.stdout.startswith("Token 2 ('acme shop') created for subscriber 'acme'.")
+    assert re.split(r"\s{2,}", listed.stdout.splitlines()[0]) == [
+        "ID",
+        "NAME",
+        "SUBSCRIBER",
+        "CREATED",
+        "LAST USED",
+        "REVOKED",
+    ]
+    rows = table(listed)
+    assert [row[:3] for row in rows] == [["1", "everything", "all"], ["2", "acme shop", "acme"]]
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\dZ"
+    assert all(re.fullmatch(stamp, row[3]) for row in rows)
+    assert [row[4] for row in rows] == ["-", "-"]
+    assert re.fullmatch(stamp, rows[0][5])
+    assert rows[1][5] == "-"
+
+
+def test_a_token_is_revoked_once(cbserver, tmp_path: Path) -> None:
+    secret = created_secret(cbserver("token", "create", "ci"))
+
+    revoked = cbserver("token", "revoke", "1")
+    again = cbserver("token", "revoke", "1")
+
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked.stdout == "Token 1 revoked.\n"
+    assert again.stdout == "Token 1 was already revoked; nothing changed.\n"
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cb.sqlite3'}")
+    try:
+        with (
+            db.make_session_factory(engine)() as session,
+            pytest.raises(admin_tokens.Unauthorized),
+        ):
+            admin_tokens.authenticate(session, secret)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("create", "ci", "--subscriber", "nobody"), "there is no subscriber named 'nobody'"),
+        (("create", "  "), "the token's name must not be empty"),
+        (("revoke", "7"), "there is no token with id 7"),
+    ],
+    ids=["unknown_subscriber", "empty_name", "unknown_id"],
+)
+def test_refused_token_commands_say_why(cbserver, args: tuple[str, ...], message: str) -> None:
+    result = cbserver("token", *args)
+
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {message}\n"
+    assert result.stdout == ""
+    assert cbserver("token", "list").stdout.startswith("No tokens yet")

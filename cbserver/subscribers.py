@@ -1,0 +1,330 @@
+"""Subscribers: the businesses whose visitors ask for call-backs, and the agents who serve them."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from phonenumbers import NumberParseException
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from cbserver.models import Agent, AgentAssignment, CallOrder, Subscriber
+
+LANGUAGES = ("en", "de")
+CALL_ORDERS = tuple(order.value for order in CallOrder)
+MAX_ATTEMPTS = (1, 10)
+RETRY_INTERVAL_SECONDS = (30, 86400)
+PRIORITY = (0, 1000)
+MAX_DISPLAY_NAME = 120
+MAX_TIME_ZONE = 64
+MAX_ALLOWED_COUNTRIES = 200
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+# ASCII only: phonenumbers would quietly read look-alike digits (fullwidth, Arabic-Indic).
+_CALLER_ID = re.compile(r"\+[0-9()\-. ]{3,30}")
+_HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+
+
+class SubscriberError(ValueError):
+    """A subscriber or assignment was refused; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate_slug(slug: str) -> str:
+    if not _SLUG.fullmatch(slug):
+        raise SubscriberError(
+            "slug",
+            f"subscriber slug {slug!r} must be 2 to 40 lowercase letters, digits and '-', "
+            "starting with a letter or digit",
+        )
+    return slug
+
+
+def validate_display_name(name: str) -> str:
+    text = unicodedata.normalize("NFC", name).strip()
+    if not text:
+        raise SubscriberError("display_name", "the subscriber's name must not be empty")
+    if len(text) > MAX_DISPLAY_NAME:
+        raise SubscriberError(
+            "display_name", f"the subscriber's name is too long: at most {MAX_DISPLAY_NAME}"
+        )
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise SubscriberError("display_name", "the subscriber's name contains control characters")
+    return text
+
+
+def _region(code: str, field: str) -> str:
+    region = code.strip().upper()
+    if not (len(region) == 2 and region.isascii() and region.isalpha()) or (
+        region not in phonenumbers.SUPPORTED_REGIONS
+    ):
+        raise SubscriberError(
+            field, f"country {code!r} is not an ISO 3166 alpha-2 country code like US or DE"
+        )
+    return region
+
+
+def validate_country(country: str) -> str:
+    return _region(country, "country")
+
+
+def validate_caller_id(caller_id: str) -> str:
+    """The caller ID in E.164 (+ and country code required)."""
+    text = caller_id.strip()
+    message = (
+        f"caller ID {caller_id!r} is not a valid phone number in E.164 form, like +12015550100"
+    )
+    if not _CALLER_ID.fullmatch(text):
+        raise SubscriberError("caller_id", message)
+    try:
+        number = phonenumbers.parse(text, None)
+    except NumberParseException as exc:
+        raise SubscriberError("caller_id", message) from exc
+    if not phonenumbers.is_valid_number(number):
+        raise SubscriberError("caller_id", message)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def validate_time_zone(time_zone: str) -> str:
+    message = f"time zone {time_zone!r} is not an IANA time zone like Europe/Berlin or UTC"
+    if not time_zone or len(time_zone) > MAX_TIME_ZONE:
+        raise SubscriberError("time_zone", message)
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise SubscriberError("time_zone", message) from exc
+    return time_zone
+
+
+def validate_language(language: str) -> str:
+    if language not in LANGUAGES:
+        raise SubscriberError("language", f"language must be one of {', '.join(LANGUAGES)}")
+    return language
+
+
+def validate_call_order(call_order: str) -> str:
+    if call_order not in CALL_ORDERS:
+        raise SubscriberError("call_order", f"call order must be one of {', '.join(CALL_ORDERS)}")
+    return call_order
+
+
+def _in_range(value: int, bounds: tuple[int, int], field: str, what: str) -> int:
+    low, high = bounds
+    # bool is an int: refuse it, it is never what was meant.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SubscriberError(field, f"{what} must be a whole number from {low} to {high}")
+    return value
+
+
+def validate_allowed_countries(countries: str) -> str:
+    """A comma-separated list of countries, upper case, without repeats; "" for none."""
+    listed: list[str] = []
+    for item in countries.split(","):
+        if item.strip():
+            region = _region(item, "allowed_countries")
+            if region not in listed:
+                listed.append(region)
+    text = ",".join(listed)
+    if len(text) > MAX_ALLOWED_COUNTRIES:
+        raise SubscriberError(
+            "allowed_countries", f"allowed countries: at most {MAX_ALLOWED_COUNTRIES} characters"
+        )
+    return text
+
+
+def normalise_origin(origin: str) -> str:
+    """A web origin as browsers send it: lower case, no default port, no trailing slash."""
+    text = origin.strip()
+    message = (
+        f"origin {origin!r} is not a web origin like https://www.example.com "
+        "(http or https, a host and an optional port, no path)"
+    )
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise SubscriberError("allowed_origins", message) from exc
+    host = parts.hostname or ""
+    if (
+        parts.scheme.lower() not in DEFAULT_PORTS
+        or parts.path not in ("", "/")
+        or "?" in text
+        or "#" in text
+        or "@" in parts.netloc
+        or not host.isascii()
+        or (port is not None and not 0 < port < 65536)
+    ):
+        raise SubscriberError("allowed_origins", message)
+    if ":" in host:
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError as exc:
+            raise SubscriberError("allowed_origins", message) from exc
+    elif not _HOST.fullmatch(host):
+        raise SubscriberError("allowed_origins", message)
+    scheme = parts.scheme.lower()
+    suffix = "" if port is None or port == DEFAULT_PORTS[scheme] else f":{port}"
+    return f"{scheme}://{host}{suffix}"
+
+
+def validate_allowed_origins(origins: str) -> str:
+    """A comma-separated list of normalised origins, without repeats; "" for none."""
+    listed: list[str] = []
+    for item in origins.split(","):
+        if item.strip():
+            origin = normalise_origin(item)
+            if origin not in listed:
+                listed.append(origin)
+    return ",".join(listed)
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+def add_subscriber(
+    session: Session,
+    slug: str,
+    *,
+    display_name: str,
+    country: str,
+    caller_id: str,
+    time_zone: str = "UTC",
+    language: str = "en",
+    call_order: str = CallOrder.AGENT_FIRST.value,
+    max_attempts: int = 3,
+    retry_interval_seconds: int = 300,
+    allowed_countries: str = "",
+    allowed_origins: str = "",
+) -> Subscriber:
+    """Validate and store a subscriber (committed); SubscriberError names what is wrong."""
+    subscriber = Subscriber(
+        slug=validate_slug(slug),
+        display_name=validate_display_name(display_name),
+        country=validate_country(country),
+        caller_id=validate_caller_id(caller_id),
+        time_zone=validate_time_zone(time_zone),
+        language=validate_language(language),
+        call_order=validate_call_order(call_order),
+        max_attempts=_in_range(max_attempts, MAX_ATTEMPTS, "max_attempts", "attempts"),
+        retry_interval_seconds=_in_range(
+            retry_interval_seconds,
+            RETRY_INTERVAL_SECONDS,
+            "retry_interval_seconds",
+            "the retry interval in seconds",
+        ),
+        allowed_countries=validate_allowed_countries(allowed_countries),
+        allowed_origins=validate_allowed_origins(allowed_origins),
+    )
+    duplicate = SubscriberError("slug", f"a subscriber named {slug!r} already exists")
+    if _find(session, slug) is not None:
+        raise duplicate
+    session.add(subscriber)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        # A concurrent add of the same slug won the unique constraint.
+        session.rollback()
+        if _find(session, slug) is not None:
+            raise duplicate from exc
+        raise
+    return subscriber
+
+
+def _find(session: Session, slug: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.slug == slug))
+
+
+def get_subscriber(session: Session, slug: str) -> Subscriber:
+    """The subscriber, active or not; SubscriberError (field "subscriber") when unknown."""
+    subscriber = _find(session, slug)
+    if subscriber is None:
+        raise SubscriberError("subscriber", f"there is no subscriber named {slug!r}")
+    return subscriber
+
+
+def list_subscribers(session: Session) -> list[Subscriber]:
+    """All subscribers by slug, with their assignments (in priority order) and agents loaded."""
+    query = (
+        select(Subscriber)
+        .order_by(Subscriber.slug)
+        .options(selectinload(Subscriber.assignments).selectinload(AgentAssignment.agent))
+    )
+    return list(session.scalars(query))
+
+
+# --- assignments ---------------------------------------------------------------------------
+
+
+def _get_agent(session: Session, name: str) -> Agent:
+    agent = session.scalar(select(Agent).where(Agent.name == name))
+    if agent is None:
+        raise SubscriberError("agent", f"there is no agent named {name!r}")
+    return agent
+
+
+def _assignment(session: Session, subscriber: Subscriber, agent: Agent) -> AgentAssignment | None:
+    return session.scalar(
+        select(AgentAssignment).where(
+            AgentAssignment.subscriber_id == subscriber.id, AgentAssignment.agent_id == agent.id
+        )
+    )
+
+
+def assign_agent(
+    session: Session, subscriber_slug: str, agent_name: str, *, priority: int = 100
+) -> AgentAssignment:
+    """Let the agent serve the subscriber (lower priority is called first); committed.
+
+    Assigning an agent that is already assigned sets its priority.
+    """
+    _in_range(priority, PRIORITY, "priority", "priority")
+    subscriber = get_subscriber(session, subscriber_slug)
+    agent = _get_agent(session, agent_name)
+    assignment = _assignment(session, subscriber, agent)
+    if assignment is None:
+        assignment = AgentAssignment(
+            subscriber_id=subscriber.id, agent_id=agent.id, priority=priority
+        )
+        session.add(assignment)
+    else:
+        assignment.priority = priority
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent assign inserted the same pair first: set the priority on its row.
+        session.rollback()
+        assignment = _assignment(session, subscriber, agent)
+        if assignment is None:
+            raise
+        assignment.priority = priority
+        session.commit()
+    # The loaded list (if any) is in the old order: read it again on next access.
+    session.expire(subscriber, ["assignments"])
+    return assignment
+
+
+def unassign_agent(session: Session, subscriber_slug: str, agent_name: str) -> bool:
+    """Stop the agent serving the subscriber; committed. False if it was not assigned."""
+    subscriber = get_subscriber(session, subscriber_slug)
+    agent = _get_agent(session, agent_name)
+    assignment = _assignment(session, subscriber, agent)
+    if assignment is None:
+        return False
+    session.delete(assignment)
+    session.commit()
+    session.expire(subscriber, ["assignments"])
+    return True

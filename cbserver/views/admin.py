@@ -1,0 +1,583 @@
+"""The admin JSON API under ``/api/v1/admin``, behind bearer tokens (see cbserver.admin_tokens).
+
+Every call needs ``Authorization: Bearer <token>``. A token for one subscriber sees only that
+subscriber: the others answer 404, as if they did not exist, and it may not create subscribers
+or agents (403). Answers carry no secrets: no token hashes, no visitors' tokens, no SIP
+passwords — except what its creator must be told once: a registering agent's SIP password and
+a new subscriber's widget key, in the answer that creates them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request, url_for
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from cbserver import admin_tokens, intake
+from cbserver import agents as agents_service
+from cbserver import subscribers as subscribers_service
+from cbserver.errors import BadRequest, CbError, Conflict, Invalid, NotFound
+from cbserver.models import (
+    Agent,
+    AgentAssignment,
+    ApiToken,
+    CallbackRequest,
+    RequestStatus,
+    Subscriber,
+)
+from cbserver.views.present import present
+from cbserver.web import db_session
+
+blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
+log = logging.getLogger("cbserver.admin")
+
+CANCEL_REASON = "canceled by an admin"
+STATUSES = tuple(status.value for status in RequestStatus)
+DEFAULT_LIMIT = 50
+LIMIT = (1, 200)
+OFFSET = (0, 1_000_000_000)
+DEFAULT_PRIORITY = 100
+REALM = "cbserver admin"
+
+SUBSCRIBER_TEXT = (
+    "slug",
+    "display_name",
+    "country",
+    "caller_id",
+    "time_zone",
+    "language",
+    "call_order",
+)
+SUBSCRIBER_NUMBERS = ("max_attempts", "retry_interval_seconds")
+# A comma-separated string, as the command line takes them, or a JSON array of strings.
+SUBSCRIBER_LISTS = ("allowed_countries", "allowed_origins")
+SUBSCRIBER_FIELDS = SUBSCRIBER_TEXT + SUBSCRIBER_NUMBERS + SUBSCRIBER_LISTS
+SUBSCRIBER_REQUIRED = ("slug", "display_name", "country", "caller_id")
+AGENT_FIELDS = ("name", "contact", "dtmf_mode")
+REQUEST_FILTERS = ("subscriber", "status", "phone", "created_from", "created_to", "limit", "offset")
+
+# What may be looked up at all; anything else cannot exist, and is not sent to the database.
+_REQUEST_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
+_E164 = re.compile(r"\+[1-9][0-9]{2,14}")
+_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+_WHOLE = re.compile(r"[0-9]{1,12}")
+
+
+class Forbidden(CbError):
+    status = 403
+    code = "forbidden"
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+def _presented() -> str | None:
+    """The bearer token of the request; never a query parameter (those end up in logs)."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
+
+
+@blueprint.before_request
+def authenticate() -> None:
+    g.admin_token = admin_tokens.authenticate(db_session(), _presented())
+
+
+@blueprint.after_request
+def admin_headers(response: Response) -> Response:
+    # Answers name people's phone numbers, and some carry a secret shown once: keep no copies.
+    response.headers["Cache-Control"] = "no-store"
+    if response.status_code == 401:
+        challenge = f'Bearer realm="{REALM}"'
+        if _presented() is not None:
+            challenge += ', error="invalid_token"'
+        response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def _token() -> ApiToken:
+    token: ApiToken = g.admin_token
+    return token
+
+
+def _scope() -> int | None:
+    """The one subscriber the token may see, or None for all of them."""
+    return _token().scope_subscriber_id
+
+
+def _require_all_subscribers(action: str) -> None:
+    if _scope() is not None:
+        raise Forbidden(
+            f"This token is for one subscriber only: it cannot {action}. "
+            "Use a token for all subscribers."
+        )
+
+
+def _audit(action: str, *args: object) -> None:
+    token = _token()
+    log.info("admin token %s (%s): " + action, token.id, token.name, *args)
+
+
+# --- finding what the token may see ----------------------------------------------------------
+
+
+def _subscriber(session: Session, slug: str, *, field: str = "subscriber") -> Subscriber:
+    """The subscriber, if the token may see it; 404 alike for the unknown and the hidden."""
+    missing = NotFound(
+        f"there is no subscriber named {slug!r}", field=field, code="subscriber_not_found"
+    )
+    try:
+        subscribers_service.validate_slug(slug)
+        subscriber = subscribers_service.get_subscriber(session, slug)
+    except subscribers_service.SubscriberError as exc:
+        raise missing from exc
+    scope = _scope()
+    if scope is not None and subscriber.id != scope:
+        raise missing
+    return subscriber
+
+
+def _agent_named(session: Session, name: str) -> Agent | None:
+    try:
+        agents_service.validate_name(name)
+    except agents_service.AgentError:
+        return None
+    return session.scalar(select(Agent).where(Agent.name == name))
+
+
+def _agent_not_found(name: str) -> NotFound:
+    return NotFound(f"there is no agent named {name!r}", field="agent", code="agent_not_found")
+
+
+def _assignment(subscriber: Subscriber, agent: Agent | None) -> AgentAssignment | None:
+    if agent is None:
+        return None
+    return next((a for a in subscriber.assignments if a.agent_id == agent.id), None)
+
+
+def _callback(session: Session, request_id: str) -> CallbackRequest:
+    found = session.get(CallbackRequest, request_id) if _REQUEST_ID.fullmatch(request_id) else None
+    scope = _scope()
+    if found is None or (scope is not None and found.subscriber_id != scope):
+        raise NotFound("There is no such call-back request.", code="request_not_found")
+    return found
+
+
+# --- reading bodies --------------------------------------------------------------------------
+
+
+def _json_object(*, required: bool = True) -> dict[str, Any]:
+    if not required and not request.get_data(cache=True):
+        return {}
+    if not request.is_json:
+        raise BadRequest("Send the body as JSON (Content-Type: application/json).", code="not_json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.", code="bad_json")
+    return body
+
+
+def _check_fields(
+    body: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]
+) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"Unknown field: {unknown[0]}.", field=unknown[0], code="unknown_field")
+    for name in required:
+        if body.get(name) in (None, ""):
+            raise BadRequest(f"The field {name} is required.", field=name, code="missing_field")
+
+
+def _wrong_type(name: str, what: str) -> BadRequest:
+    return BadRequest(f"The field {name} must be {what}.", field=name, code="wrong_type")
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _wrong_type(name, "text")
+    return value
+
+
+def _whole_number(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _wrong_type(name, "a whole number")
+    return value
+
+
+def _text_list(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    if value is not None and not isinstance(value, str):
+        raise _wrong_type(name, "text or a list of texts")
+    return value
+
+
+# --- presenting ------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _subscriber_json(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "slug": subscriber.slug,
+        "display_name": subscriber.display_name,
+        "country": subscriber.country,
+        "caller_id": subscriber.caller_id,
+        "time_zone": subscriber.time_zone,
+        "language": subscriber.language,
+        "call_order": subscriber.call_order,
+        "max_attempts": subscriber.max_attempts,
+        "retry_interval_seconds": subscriber.retry_interval_seconds,
+        "whisper_prompt": subscriber.whisper_prompt,
+        # Empty: the subscriber's own country only.
+        "allowed_countries": [c for c in subscriber.allowed_countries.split(",") if c],
+        "allowed_origins": subscriber.allowed_origin_list,
+        "active": subscriber.active,
+        "created_at": _iso(subscriber.created_at),
+        # In the order they are called.
+        "agents": [
+            {"name": a.agent.name, "priority": a.priority, "active": a.agent.active}
+            for a in subscriber.assignments
+        ],
+    }
+
+
+def _agent_json(agent: Agent) -> dict[str, Any]:
+    return {
+        "name": agent.name,
+        "contact": agent.contact,
+        # A registering phone has a password; it is shown only in the answer that creates it.
+        "registers": agent.contact is None,
+        "dtmf_mode": agent.dtmf_mode,
+        "active": agent.active,
+        "created_at": _iso(agent.created_at),
+    }
+
+
+def _request_summary(callback: CallbackRequest) -> dict[str, Any]:
+    return {
+        "id": callback.id,
+        "status": callback.status,
+        "subscriber": callback.subscriber.slug,
+        "phone": callback.visitor_phone,
+        "name": callback.visitor_name,
+        "topic": callback.topic,
+        "requested_time": _iso(callback.requested_time),
+        "due_at": _iso(callback.due_at),
+        "attempt_count": callback.attempt_count,
+        "created_at": _iso(callback.created_at),
+        "updated_at": _iso(callback.updated_at),
+    }
+
+
+# What the visitor is shown, without whatever would let its reader act as the visitor.
+_VISITOR_SECRETS = ("token", "visitor_token", "status_url")
+
+
+def _request_detail(session: Session, callback: CallbackRequest) -> dict[str, Any]:
+    body = present(session, callback)
+    for key in _VISITOR_SECRETS:
+        body.pop(key, None)
+    body["page_url"] = callback.page_url
+    body["attempt_count"] = callback.attempt_count
+    # Not the Idempotency-Key: replayed to the visitor API with the phone, it gives the token.
+    for shown, attempt in zip(body["attempts"], callback.attempts, strict=True):
+        shown["agent"] = attempt.agent.name if attempt.agent is not None else None
+    return body
+
+
+# --- subscribers -----------------------------------------------------------------------------
+
+
+@blueprint.get("/subscribers")
+def list_subscribers() -> Response:
+    session = db_session()
+    scope = _scope()
+    if scope is None:
+        visible = subscribers_service.list_subscribers(session)
+    else:
+        # The token's subscriber exists: deleting it deletes the token.
+        visible = [s for s in [session.get(Subscriber, scope)] if s is not None]
+    return jsonify(items=[_subscriber_json(s) for s in visible])
+
+
+@blueprint.post("/subscribers")
+def create_subscriber() -> tuple[Response, int, dict[str, str]]:
+    _require_all_subscribers("create subscribers")
+    session = db_session()
+    body = _json_object()
+    _check_fields(body, SUBSCRIBER_FIELDS, SUBSCRIBER_REQUIRED)
+    given: dict[str, Any] = {}
+    for name in SUBSCRIBER_TEXT:
+        given[name] = _text(body, name)
+    for name in SUBSCRIBER_NUMBERS:
+        given[name] = _whole_number(body, name)
+    for name in SUBSCRIBER_LISTS:
+        given[name] = _text_list(body, name)
+    slug = given.pop("slug")
+    options = {name: value for name, value in given.items() if value is not None}
+    try:
+        created = subscribers_service.add_subscriber(session, slug, **options)
+    except subscribers_service.SubscriberError as exc:
+        if exc.field == "slug" and _subscriber_exists(session, slug):
+            raise Conflict(str(exc), field="slug", code="subscriber_exists") from exc
+        raise Invalid(str(exc), field=exc.field) from exc
+    _audit("added subscriber %s", created.slug)
+    answer = _subscriber_json(created)
+    # Shown here as `cbserver subscriber add` shows it, and not in the other answers.
+    answer["widget_key"] = created.widget_key
+    location = url_for("admin.get_subscriber", slug=created.slug)
+    return jsonify(answer), 201, {"Location": location}
+
+
+def _subscriber_exists(session: Session, slug: str) -> bool:
+    try:
+        subscribers_service.get_subscriber(session, subscribers_service.validate_slug(slug))
+    except subscribers_service.SubscriberError:
+        return False
+    return True
+
+
+@blueprint.get("/subscribers/<slug>")
+def get_subscriber(slug: str) -> Response:
+    return jsonify(_subscriber_json(_subscriber(db_session(), slug)))
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/agents")
+def list_agents() -> Response:
+    session = db_session()
+    scope = _scope()
+    if scope is None:
+        listed = agents_service.list_agents(session)
+    else:
+        # A token for one subscriber sees the agents who serve it, no others.
+        listed = list(
+            session.scalars(
+                select(Agent)
+                .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
+                .where(AgentAssignment.subscriber_id == scope)
+                .order_by(Agent.name)
+            )
+        )
+    return jsonify(items=[_agent_json(a) for a in listed])
+
+
+@blueprint.post("/agents")
+def create_agent() -> tuple[Response, int]:
+    _require_all_subscribers("create agents")
+    session = db_session()
+    body = _json_object()
+    _check_fields(body, AGENT_FIELDS, ("name",))
+    name = _text(body, "name") or ""
+    contact = _text(body, "contact")
+    dtmf_mode = _text(body, "dtmf_mode") or "rfc4733"
+    try:
+        created = agents_service.add_agent(session, name, contact=contact, dtmf_mode=dtmf_mode)
+    except agents_service.AgentError as exc:
+        if exc.field == "name" and _agent_named(session, name) is not None:
+            raise Conflict(str(exc), field="name", code="agent_exists") from exc
+        raise Invalid(str(exc), field=exc.field) from exc
+    _audit("added agent %s", created.agent.name)
+    # TODO(asterisk): a running Asterisk learns of the agent only when the command line next
+    # syncs agents (`cbserver agent add`, `cbserver asterisk start`); see the report.
+    answer = _agent_json(created.agent)
+    answer["sip_password"] = created.sip_password
+    return jsonify(answer), 201
+
+
+# --- assignments -----------------------------------------------------------------------------
+
+
+@blueprint.put("/subscribers/<slug>/agents/<agent>")
+def assign_agent(slug: str, agent: str) -> tuple[Response, int]:
+    session = db_session()
+    subscriber = _subscriber(session, slug)
+    body = _json_object(required=False)
+    _check_fields(body, ("priority",), ())
+    priority = _whole_number(body, "priority")
+    found = _agent_named(session, agent)
+    current = _assignment(subscriber, found)
+    if current is None and _scope() is not None:
+        # Said alike whether the agent exists or not: agents serving others stay unseen.
+        raise Forbidden(
+            "A token for one subscriber can change the priority of the agents who serve it, "
+            "but not assign others. Use a token for all subscribers."
+        )
+    if found is None:
+        raise _agent_not_found(agent)
+    if priority is None:
+        priority = current.priority if current is not None else DEFAULT_PRIORITY
+    try:
+        subscribers_service.assign_agent(session, subscriber.slug, found.name, priority=priority)
+    except subscribers_service.SubscriberError as exc:
+        raise Invalid(str(exc), field=exc.field) from exc
+    _audit("assigned agent %s to %s (priority %s)", found.name, subscriber.slug, priority)
+    return jsonify(_subscriber_json(subscriber)), 200 if current is not None else 201
+
+
+@blueprint.delete("/subscribers/<slug>/agents/<agent>")
+def unassign_agent(slug: str, agent: str) -> Response:
+    session = db_session()
+    subscriber = _subscriber(session, slug)
+    found = _agent_named(session, agent)
+    if found is None or (_scope() is not None and _assignment(subscriber, found) is None):
+        raise _agent_not_found(agent)
+    if not subscribers_service.unassign_agent(session, subscriber.slug, found.name):
+        raise NotFound(
+            f"agent {found.name!r} does not serve {subscriber.slug!r}",
+            field="agent",
+            code="not_assigned",
+        )
+    _audit("unassigned agent %s from %s", found.name, subscriber.slug)
+    return jsonify(_subscriber_json(subscriber))
+
+
+# --- call-back requests ----------------------------------------------------------------------
+
+
+def _query() -> dict[str, str]:
+    """The request's query parameters, each given at most once; empty ones left out."""
+    unknown = sorted(set(request.args) - set(REQUEST_FILTERS))
+    if unknown:
+        raise BadRequest(
+            f"Unknown query parameter: {unknown[0]} (known: {', '.join(REQUEST_FILTERS)}).",
+            field=unknown[0],
+            code="unknown_parameter",
+        )
+    values = {}
+    for name in request.args:
+        given = request.args.getlist(name)
+        if name == "status":
+            values[name] = ",".join(given)  # status=a&status=b is status=a,b
+        elif len(given) > 1:
+            raise BadRequest(f"Give {name} only once.", field=name, code="repeated_parameter")
+        else:
+            values[name] = given[0]
+    return {name: value.strip() for name, value in values.items() if value.strip()}
+
+
+def _statuses(text: str) -> list[str]:
+    listed = [s.strip() for s in text.split(",") if s.strip()]
+    for status in listed:
+        if status not in STATUSES:
+            raise Invalid(
+                f"unknown status {status!r}: give one or more (comma-separated) of "
+                f"{', '.join(STATUSES)}",
+                field="status",
+                code="unknown_status",
+            )
+    return listed
+
+
+def _phone(text: str) -> str:
+    phone = _PHONE_PUNCTUATION.sub("", text)
+    if not _E164.fullmatch(phone):
+        raise Invalid(
+            f"phone {text!r} is not a number in E.164 form, like +12015550123 "
+            "(in a URL, write the + as %2B)",
+            field="phone",
+            code="bad_phone",
+        )
+    return phone
+
+
+def _moment(name: str, text: str) -> datetime:
+    message = (
+        f"{name} must be an ISO 8601 time with a time zone, like 2026-11-25T09:00:00Z "
+        "(in a URL, write a + as %2B)"
+    )
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise Invalid(message, field=name, code="bad_time")
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise Invalid(message, field=name, code="bad_time") from exc
+
+
+def _bounded(name: str, text: str, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    if not _WHOLE.fullmatch(text) or not low <= int(text) <= high:
+        raise Invalid(
+            f"{name} must be a whole number from {low} to {high}", field=name, code="bad_number"
+        )
+    return int(text)
+
+
+def _request_conditions(session: Session, query: dict[str, str]) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    scope = _scope()
+    if scope is not None:
+        conditions.append(CallbackRequest.subscriber_id == scope)
+    if "subscriber" in query:
+        subscriber = _subscriber(session, query["subscriber"])
+        conditions.append(CallbackRequest.subscriber_id == subscriber.id)
+    if "status" in query and (statuses := _statuses(query["status"])):
+        conditions.append(CallbackRequest.status.in_(statuses))
+    if "phone" in query:
+        conditions.append(CallbackRequest.visitor_phone == _phone(query["phone"]))
+    start = _moment("created_from", query["created_from"]) if "created_from" in query else None
+    end = _moment("created_to", query["created_to"]) if "created_to" in query else None
+    if start is not None and end is not None and end < start:
+        raise Invalid(
+            "created_to must not be before created_from", field="created_to", code="bad_range"
+        )
+    if start is not None:
+        conditions.append(CallbackRequest.created_at >= start)
+    if end is not None:
+        conditions.append(CallbackRequest.created_at < end)
+    return conditions
+
+
+@blueprint.get("/requests")
+def list_requests() -> Response:
+    session = db_session()
+    query = _query()
+    limit = _bounded("limit", query["limit"], LIMIT) if "limit" in query else DEFAULT_LIMIT
+    offset = _bounded("offset", query["offset"], OFFSET) if "offset" in query else 0
+    conditions = _request_conditions(session, query)
+    total = session.scalar(select(func.count()).select_from(CallbackRequest).where(*conditions))
+    page = session.scalars(
+        select(CallbackRequest)
+        .where(*conditions)
+        .order_by(CallbackRequest.created_at.desc(), CallbackRequest.id.desc())
+        .limit(limit)
+        .offset(offset)
+        .options(selectinload(CallbackRequest.subscriber))
+    )
+    return jsonify(
+        items=[_request_summary(c) for c in page],
+        total=int(total or 0),
+        limit=limit,
+        offset=offset,
+    )
+
+
+@blueprint.get("/requests/<request_id>")
+def get_request(request_id: str) -> Response:
+    session = db_session()
+    return jsonify(_request_detail(session, _callback(session, request_id)))
+
+
+@blueprint.post("/requests/<request_id>/cancel")
+def cancel_request(request_id: str) -> Response:
+    session = db_session()
+    callback = _callback(session, request_id)
+    intake.cancel(session, callback, CANCEL_REASON)
+    _audit("canceled request %s", callback.id)
+    session.expire(callback, ["events"])
+    return jsonify(_request_detail(session, callback))

@@ -1,0 +1,676 @@
+"""``/api/v1/openapi.json``: the OpenAPI 3 document of the JSON API (schemathesis checks it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from cbserver import subscribers
+from cbserver.agents import DTMF_MODES
+from cbserver.intake import MAX_IDEMPOTENCY_KEY, MAX_NAME, MAX_PAGE_URL, MAX_TOPIC
+from cbserver.models import RequestStatus
+from cbserver.views import admin
+
+blueprint = Blueprint("openapi", __name__)
+
+STATUSES = [status.value for status in RequestStatus]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+_TEXT = {"type": "string"}
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "stable, for programs"},
+                    "message": {"type": "string", "description": "plain words, for people"},
+                    "field": {"type": "string", "description": "the input at fault"},
+                },
+            }
+        },
+    },
+    "CallbackCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["subscriber", "phone"],
+        "properties": {
+            "subscriber": {
+                "type": "string",
+                "description": "the business's slug",
+                "example": "acme",
+            },
+            "phone": {
+                "type": "string",
+                "description": "E.164, or national in the business's country",
+                "example": "+12015550123",
+            },
+            "name": {"type": ["string", "null"], "maxLength": MAX_NAME},
+            "topic": {"type": ["string", "null"], "maxLength": MAX_TOPIC},
+            "when": {
+                "type": ["string", "null"],
+                "description": '"asap", or an ISO 8601 time with a zone, up to 30 days ahead',
+                "example": "asap",
+            },
+            "page_url": {"type": ["string", "null"], "maxLength": MAX_PAGE_URL},
+        },
+    },
+    "CallbackCreated": {
+        "type": "object",
+        "required": ["id", "status", "token", "status_url"],
+        "properties": {
+            "id": _TEXT,
+            "status": {"type": "string", "enum": STATUSES},
+            "token": {"type": "string", "description": "the visitor's secret for this request"},
+            "status_url": {"type": "string", "format": "uri"},
+        },
+    },
+    "Callback": {
+        "type": "object",
+        "required": ["id", "status", "status_text", "subscriber", "phone", "events", "attempts"],
+        "properties": {
+            "id": _TEXT,
+            "status": {"type": "string", "enum": STATUSES},
+            "status_text": _TEXT,
+            "subscriber": {
+                "type": "object",
+                "required": ["slug", "name"],
+                "properties": {"slug": _TEXT, "name": _TEXT},
+            },
+            "phone": _TEXT,
+            "phone_display": _TEXT,
+            "name": _NULLABLE_TEXT,
+            "topic": _NULLABLE_TEXT,
+            "requested_time": _NULLABLE_TIME,
+            "due_at": _TIME,
+            "due_text": _TEXT,
+            "position": {"type": ["integer", "null"], "minimum": 1},
+            "can_cancel": {"type": "boolean"},
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "to", "reason"],
+                    "properties": {
+                        "at": _TIME,
+                        "at_text": _TEXT,
+                        "from": {"type": ["string", "null"]},
+                        "to": {"type": "string", "enum": STATUSES},
+                        "reason": _TEXT,
+                    },
+                },
+            },
+            "attempts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "number": {"type": "integer"},
+                        "started_at": _TIME,
+                        "answered_at": _NULLABLE_TIME,
+                        "ended_at": _NULLABLE_TIME,
+                        "outcome": _NULLABLE_TEXT,
+                        "hangup_cause": {"type": ["integer", "null"]},
+                        "hangup_cause_text": _NULLABLE_TEXT,
+                    },
+                },
+            },
+        },
+    },
+}
+
+_REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "schema": _TEXT}
+_TOKEN_QUERY = {
+    "name": "token",
+    "in": "query",
+    "required": False,
+    "description": "the visitor token, when not sent as a bearer token",
+    "schema": _TEXT,
+}
+_VISITOR: list[dict[str, list[str]]] = [{"visitorToken": []}, {}]
+
+PATHS: dict[str, Any] = {
+    "/api/v1/callbacks": {
+        "post": {
+            "operationId": "createCallback",
+            "summary": "Ask for a call-back",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "a repeat with the same key returns the same request",
+                    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/CallbackCreate"}}
+                },
+            },
+            "responses": {
+                "201": _json(
+                    "stored (or the first answer again, for a repeated key)", "CallbackCreated"
+                ),
+                "200": _json("this number is already waiting: its request", "CallbackCreated"),
+                "400": _error("not a JSON object, a missing or wrongly typed field"),
+                "403": _error("the web site (Origin) may not post for this business"),
+                "404": _error("no such business"),
+                "409": _error("the Idempotency-Key was used for another request"),
+                "413": _error("more than 16 KiB"),
+                "422": _error("a field that cannot be accepted, said in plain words"),
+            },
+        }
+    },
+    "/api/v1/callbacks/{request_id}": {
+        "get": {
+            "operationId": "getCallback",
+            "summary": "A call-back request's status, queue position and history",
+            "parameters": [_REQUEST_ID, _TOKEN_QUERY],
+            "security": _VISITOR,
+            "responses": {
+                "200": _json("the request", "Callback"),
+                "404": _error("no such request, or not this token"),
+            },
+        }
+    },
+    "/api/v1/callbacks/{request_id}/cancel": {
+        "post": {
+            "operationId": "cancelCallback",
+            "summary": "Cancel a call-back request that has not ended",
+            "parameters": [_REQUEST_ID, _TOKEN_QUERY],
+            "security": _VISITOR,
+            "responses": {
+                "200": _json("canceled", "Callback"),
+                "404": _error("no such request, or not this token"),
+                "409": _error("the request has already ended"),
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "operationId": "health",
+            "summary": "Whether the service and its database answer",
+            "responses": {
+                "200": {"description": "healthy"},
+                "503": {"description": "the database does not answer"},
+            },
+        }
+    },
+}
+
+
+# --- the admin API (/api/v1/admin, views/admin.py) -------------------------------------------
+
+
+def _ref(schema: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _nullable_enum(values: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": ["string", "null"], "enum": [*values, None]}
+
+
+def _whole(bounds: tuple[int, int], *, nullable: bool = False) -> dict[str, Any]:
+    low, high = bounds
+    kind: str | list[str] = ["integer", "null"] if nullable else "integer"
+    return {"type": kind, "minimum": low, "maximum": high}
+
+
+_TEXT_OR_LIST = {
+    "type": ["string", "array", "null"],
+    "items": {"type": "string"},
+    "description": "comma-separated, or a list",
+}
+
+ADMIN_SCHEMAS: dict[str, Any] = {
+    "AdminSubscriberCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(admin.SUBSCRIBER_REQUIRED),
+        "properties": {
+            "slug": {
+                "type": "string",
+                "description": "2 to 40 lowercase letters, digits and '-'",
+                "example": "acme",
+            },
+            "display_name": {"type": "string", "maxLength": subscribers.MAX_DISPLAY_NAME},
+            "country": {"type": "string", "description": "ISO 3166 alpha-2", "example": "US"},
+            "caller_id": {"type": "string", "description": "E.164", "example": "+12015550100"},
+            "time_zone": {
+                "type": ["string", "null"],
+                "description": "IANA time zone; default UTC",
+                "example": "America/Los_Angeles",
+            },
+            "language": _nullable_enum(subscribers.LANGUAGES),
+            "call_order": _nullable_enum(subscribers.CALL_ORDERS),
+            "max_attempts": _whole(subscribers.MAX_ATTEMPTS, nullable=True),
+            "retry_interval_seconds": _whole(subscribers.RETRY_INTERVAL_SECONDS, nullable=True),
+            "allowed_countries": {
+                **_TEXT_OR_LIST,
+                "description": "ISO countries visitors' numbers may be in; default: country",
+            },
+            "allowed_origins": {
+                **_TEXT_OR_LIST,
+                "description": "web origins the widget may post from",
+            },
+        },
+    },
+    "AdminSubscriber": {
+        "type": "object",
+        "required": [
+            "slug",
+            "display_name",
+            "country",
+            "caller_id",
+            "time_zone",
+            "language",
+            "call_order",
+            "max_attempts",
+            "retry_interval_seconds",
+            "allowed_countries",
+            "allowed_origins",
+            "active",
+            "created_at",
+            "agents",
+        ],
+        "properties": {
+            "slug": _TEXT,
+            "display_name": _TEXT,
+            "country": _TEXT,
+            "caller_id": _TEXT,
+            "time_zone": _TEXT,
+            "language": _TEXT,
+            "call_order": _TEXT,
+            "max_attempts": {"type": "integer"},
+            "retry_interval_seconds": {"type": "integer"},
+            "whisper_prompt": _NULLABLE_TEXT,
+            "allowed_countries": {
+                "type": "array",
+                "items": _TEXT,
+                "description": "empty: the subscriber's own country only",
+            },
+            "allowed_origins": {"type": "array", "items": _TEXT},
+            "active": {"type": "boolean"},
+            "created_at": _TIME,
+            "agents": {
+                "type": "array",
+                "description": "the agents who serve it, in the order they are called",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "priority", "active"],
+                    "properties": {
+                        "name": _TEXT,
+                        "priority": {"type": "integer"},
+                        "active": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    },
+    "AdminSubscriberCreated": {
+        "allOf": [
+            _ref("AdminSubscriber"),
+            {
+                "type": "object",
+                "required": ["widget_key"],
+                "properties": {"widget_key": {"type": "string", "description": "shown only here"}},
+            },
+        ]
+    },
+    "AdminSubscriberList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref("AdminSubscriber")}},
+    },
+    "AdminAgentCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {
+                "type": "string",
+                "description": "also the SIP user: lowercase letters, digits, '-' and '_'",
+                "example": "alice",
+            },
+            "contact": {
+                "type": ["string", "null"],
+                "description": "a fixed phone's SIP URI; without one the phone registers",
+                "example": "sip:alice@192.0.2.10:5060",
+            },
+            "dtmf_mode": _nullable_enum(DTMF_MODES),
+        },
+    },
+    "AdminAgent": {
+        "type": "object",
+        "required": ["name", "contact", "registers", "dtmf_mode", "active", "created_at"],
+        "properties": {
+            "name": _TEXT,
+            "contact": _NULLABLE_TEXT,
+            "registers": {"type": "boolean", "description": "the phone registers (no contact)"},
+            "dtmf_mode": _TEXT,
+            "active": {"type": "boolean"},
+            "created_at": _TIME,
+        },
+    },
+    "AdminAgentCreated": {
+        "allOf": [
+            _ref("AdminAgent"),
+            {
+                "type": "object",
+                "required": ["sip_password"],
+                "properties": {
+                    "sip_password": {
+                        "type": ["string", "null"],
+                        "description": "a registering phone's password: shown only here",
+                    }
+                },
+            },
+        ]
+    },
+    "AdminAgentList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref("AdminAgent")}},
+    },
+    "AdminAssignment": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "priority": {
+                **_whole(subscribers.PRIORITY, nullable=True),
+                "description": "lower is called first; default: unchanged, or 100 when new",
+            }
+        },
+    },
+    "AdminRequestSummary": {
+        "type": "object",
+        "required": ["id", "status", "subscriber", "phone", "due_at", "created_at"],
+        "properties": {
+            "id": _TEXT,
+            "status": {"type": "string", "enum": STATUSES},
+            "subscriber": {"type": "string", "description": "the subscriber's slug"},
+            "phone": _TEXT,
+            "name": _NULLABLE_TEXT,
+            "topic": _NULLABLE_TEXT,
+            "requested_time": _NULLABLE_TIME,
+            "due_at": _TIME,
+            "attempt_count": {"type": "integer"},
+            "created_at": _TIME,
+            "updated_at": _TIME,
+        },
+    },
+    "AdminRequestList": {
+        "type": "object",
+        "required": ["items", "total", "limit", "offset"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": _ref("AdminRequestSummary"),
+                "description": "newest first",
+            },
+            "total": {"type": "integer", "minimum": 0, "description": "all that match"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    },
+    "AdminRequest": {
+        "allOf": [
+            _ref("Callback"),
+            {
+                "type": "object",
+                "required": ["attempt_count"],
+                "properties": {
+                    "page_url": _NULLABLE_TEXT,
+                    "attempt_count": {"type": "integer"},
+                },
+            },
+        ]
+    },
+}
+
+_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+_UNAUTHORIZED = {
+    **_error("no admin token, or one that is unknown or revoked"),
+    "headers": {
+        "WWW-Authenticate": {
+            "required": True,
+            "description": 'Bearer realm="cbserver admin"',
+            "schema": {"type": "string"},
+        }
+    },
+}
+_HIDDEN = "no such subscriber, or not one this token is for"
+_SLUG = {"name": "slug", "in": "path", "required": True, "schema": _TEXT}
+_AGENT = {"name": "agent", "in": "path", "required": True, "schema": _TEXT}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _admin(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    body_required: bool = True,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["admin"],
+        "security": _ADMIN,
+        "responses": {**responses, "401": _UNAUTHORIZED},
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+        operation["responses"].setdefault(
+            "400", _error("not a JSON object, an unknown, missing or wrongly typed field")
+        )
+        operation["responses"]["413"] = _error("more than 16 KiB")
+    return operation
+
+
+ADMIN_PATHS: dict[str, Any] = {
+    "/api/v1/admin/subscribers": {
+        "get": _admin(
+            "adminListSubscribers",
+            "Subscribers with their agents (a token for one subscriber: that one)",
+            {"200": _json("the subscribers, by slug", "AdminSubscriberList")},
+        ),
+        "post": _admin(
+            "adminCreateSubscriber",
+            "Add a subscriber (a token for all subscribers only)",
+            {
+                "201": _json("added; its widget key is shown only here", "AdminSubscriberCreated"),
+                "403": _error("the token is for one subscriber"),
+                "409": _error("a subscriber of that slug exists"),
+                "422": _error("a field that cannot be accepted (named in error.field)"),
+            },
+            body="AdminSubscriberCreate",
+        ),
+    },
+    "/api/v1/admin/subscribers/{slug}": {
+        "get": _admin(
+            "adminGetSubscriber",
+            "A subscriber, with its agents in the order they are called",
+            {"200": _json("the subscriber", "AdminSubscriber"), "404": _error(_HIDDEN)},
+            parameters=[_SLUG],
+        )
+    },
+    "/api/v1/admin/subscribers/{slug}/agents/{agent}": {
+        "put": _admin(
+            "adminAssignAgent",
+            "Let an agent serve the subscriber, or change its priority",
+            {
+                "200": _json("the priority is set; the subscriber", "AdminSubscriber"),
+                "201": _json("assigned; the subscriber", "AdminSubscriber"),
+                "403": _error("a token for one subscriber, and an agent who does not serve it"),
+                "404": _error(_HIDDEN + "; or no such agent"),
+                "422": _error("a priority out of range"),
+            },
+            parameters=[_SLUG, _AGENT],
+            body="AdminAssignment",
+            body_required=False,
+        ),
+        "delete": _admin(
+            "adminUnassignAgent",
+            "Stop an agent serving the subscriber",
+            {
+                "200": _json("unassigned; the subscriber", "AdminSubscriber"),
+                "404": _error(_HIDDEN + "; or no such agent, or it does not serve it"),
+            },
+            parameters=[_SLUG, _AGENT],
+        ),
+    },
+    "/api/v1/admin/agents": {
+        "get": _admin(
+            "adminListAgents",
+            "Agents by name (a token for one subscriber: those who serve it)",
+            {"200": _json("the agents", "AdminAgentList")},
+        ),
+        "post": _admin(
+            "adminCreateAgent",
+            "Add an agent (a token for all subscribers only). A running Asterisk learns of it "
+            "when the command line next syncs agents (cbserver agent add, asterisk start).",
+            {
+                "201": _json(
+                    "added; a registering phone's password is shown only here", "AdminAgentCreated"
+                ),
+                "403": _error("the token is for one subscriber"),
+                "409": _error("an agent of that name exists"),
+                "422": _error("a field that cannot be accepted (named in error.field)"),
+            },
+            body="AdminAgentCreate",
+        ),
+    },
+    "/api/v1/admin/requests": {
+        "get": _admin(
+            "adminListRequests",
+            "Call-back requests, newest first, filtered",
+            {
+                "200": _json("a page of the requests that match", "AdminRequestList"),
+                "400": _error("an unknown or repeated query parameter"),
+                "404": _error(_HIDDEN),
+                "422": _error("a filter that cannot be read (named in error.field)"),
+            },
+            parameters=[
+                _query("subscriber", _TEXT, "a subscriber's slug"),
+                _query(
+                    "status",
+                    _TEXT,
+                    "one or more statuses, comma-separated: " + ", ".join(STATUSES),
+                ),
+                _query("phone", _TEXT, "the visitor's number in E.164 (+ as %2B)"),
+                _query(
+                    "created_from",
+                    {"type": "string", "format": "date-time"},
+                    "created at or after this time (ISO 8601 with a zone)",
+                ),
+                _query(
+                    "created_to",
+                    {"type": "string", "format": "date-time"},
+                    "created before this time (ISO 8601 with a zone)",
+                ),
+                _query(
+                    "limit",
+                    _whole(admin.LIMIT),
+                    f"at most this many items (default {admin.DEFAULT_LIMIT})",
+                ),
+                _query("offset", _whole(admin.OFFSET), "skip this many (default 0)"),
+            ],
+        )
+    },
+    "/api/v1/admin/requests/{request_id}": {
+        "get": _admin(
+            "adminGetRequest",
+            "A call-back request with its history and call attempts",
+            {
+                "200": _json("the request", "AdminRequest"),
+                "404": _error("no such request, or not for this token's subscriber"),
+            },
+            parameters=[_REQUEST_ID],
+        )
+    },
+    "/api/v1/admin/requests/{request_id}/cancel": {
+        "post": _admin(
+            "adminCancelRequest",
+            "Cancel a call-back request that has not ended",
+            {
+                "200": _json("canceled", "AdminRequest"),
+                "404": _error("no such request, or not for this token's subscriber"),
+                "409": _error("the request has ended, or a call is on"),
+            },
+            parameters=[_REQUEST_ID],
+        )
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cbserver",
+            "version": "1",
+            "description": "Web call-back requests: ask for a call-back, follow it, cancel it; "
+            "and, under /api/v1/admin, run the service (subscribers, agents, requests).",
+        },
+        "paths": {**PATHS, **ADMIN_PATHS},
+        "components": {
+            "schemas": {**SCHEMAS, **ADMIN_SCHEMAS},
+            "securitySchemes": {
+                "visitorToken": {"type": "http", "scheme": "bearer"},
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an admin token from `cbserver token create NAME`, for all "
+                    "subscribers or for one (`--subscriber SLUG`)",
+                },
+            },
+        },
+    }
+
+
+@blueprint.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())
