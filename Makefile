@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-e2e lint format deps system-deps asterisk clean
+.PHONY: run test test-unit test-e2e lint format translations deps system-deps asterisk clean
 
 run: deps asterisk
 	$(BIN)/cbserver run --demo
@@ -28,6 +28,14 @@ lint: deps
 format: deps
 	$(BIN)/ruff check --fix cbserver tests
 	$(BIN)/ruff format cbserver tests
+
+# After changing visitor-facing text: extract it, merge it into each language, compile.
+translations: deps
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k _ --no-location --sort-output \
+		-o cbserver/translations/messages.pot .
+	$(BIN)/pybabel update -i cbserver/translations/messages.pot -d cbserver/translations \
+		--ignore-obsolete
+	$(BIN)/pybabel compile -d cbserver/translations
 
 deps: system-deps $(VENV)/.installed
 

@@ -57,6 +57,8 @@ class Settings:
     web_port: int = 8280
     # Signs CSRF tokens; generated once into <state_dir>/secret_key when left empty.
     secret_key: str = ""
+    # Who may read /metrics (per-business figures): comma-separated networks.
+    metrics_networks: str = "127.0.0.0/8,::1/128"
 
     # The PSTN gateway. Empty means the local demo gateway (a sipp UAS echoing audio).
     trunk_uri: str = ""

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cbserver.errors import BadRequest, Conflict, Invalid, NotFound
+from cbserver.i18n import _
 from cbserver.models import (
     OPEN_STATUSES,
     CallbackRequest,
@@ -26,7 +27,13 @@ from cbserver.models import (
     Subscriber,
     utcnow,
 )
-from cbserver.states import TERMINAL, record_creation, transition
+from cbserver.states import (
+    TERMINAL,
+    StaleRequest,
+    can_transition,
+    record_creation,
+    transition,
+)
 
 MAX_NAME = 100
 MAX_TOPIC = 500
@@ -65,7 +72,7 @@ def find_subscriber(session: Session, slug: str) -> Subscriber:
     subscriber = session.scalar(select(Subscriber).where(Subscriber.slug == slug))
     if subscriber is None or not subscriber.active:
         raise NotFound(
-            f"There is no call-back service called {slug!r}.",
+            _("There is no call-back service called %(name)s.", name=repr(slug)),
             field="subscriber",
             code="unknown_subscriber",
         )
@@ -76,10 +83,10 @@ def normalise_phone(raw: str, subscriber: Subscriber) -> str:
     """The visitor's number in E.164, or Invalid saying in plain words what is wrong."""
     text = raw.strip()
     if not text:
-        raise Invalid("Please enter your phone number.", field="phone", code="phone_missing")
+        raise Invalid(_("Please enter your phone number."), field="phone", code="phone_missing")
     if not _PHONE_CHARACTERS.fullmatch(text) or not any(c.isdigit() for c in text):
         raise Invalid(
-            "Please enter a phone number using digits, and + for the country code.",
+            _("Please enter a phone number using digits, and + for the country code."),
             field="phone",
             code="phone_characters",
         )
@@ -87,14 +94,16 @@ def normalise_phone(raw: str, subscriber: Subscriber) -> str:
         number = phonenumbers.parse(text, subscriber.country.upper())
     except NumberParseException as exc:
         raise Invalid(
-            "This does not look like a phone number. Please check it.",
+            _("This does not look like a phone number. Please check it."),
             field="phone",
             code="phone_unparseable",
         ) from exc
     if not phonenumbers.is_valid_number(number):
         raise Invalid(
-            "This phone number is not valid. Please check it, with the country code "
-            "if it is from abroad.",
+            _(
+                "This phone number is not valid. Please check it, with the country code "
+                "if it is from abroad."
+            ),
             field="phone",
             code="phone_invalid",
         )
@@ -102,18 +111,32 @@ def normalise_phone(raw: str, subscriber: Subscriber) -> str:
     allowed = subscriber.allowed_country_list
     if region not in allowed:
         raise Invalid(
-            f"We can only call numbers in {', '.join(allowed)}.",
+            _("We can only call numbers in %(countries)s.", countries=", ".join(allowed)),
             field="phone",
             code="phone_country_not_allowed",
         )
     if phonenumbers.number_type(number) not in ALLOWED_NUMBER_TYPES:
         raise Invalid(
-            "We can only call ordinary landline and mobile numbers, not premium-rate, "
-            "toll-free or service numbers.",
+            _(
+                "We can only call ordinary landline and mobile numbers, not premium-rate, "
+                "toll-free or service numbers."
+            ),
             field="phone",
             code="phone_type_not_allowed",
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _bad_text(field: str) -> str:
+    if field == "name":
+        return _("Your name contains characters we cannot accept.")
+    return _("The topic contains characters we cannot accept.")
+
+
+def _too_long(field: str, limit: int) -> str:
+    if field == "name":
+        return _("Your name is too long: at most %(limit)s characters.", limit=limit)
+    return _("The topic is too long: at most %(limit)s characters.", limit=limit)
 
 
 def _clean_text(value: str | None, field: str, limit: int, *, multiline: bool) -> str | None:
@@ -122,15 +145,9 @@ def _clean_text(value: str | None, field: str, limit: int, *, multiline: bool) -
     text = unicodedata.normalize("NFC", value).strip()
     allowed = "\n\t" if multiline else ""
     if any(unicodedata.category(c) in ("Cc", "Cf") and c not in allowed for c in text):
-        raise Invalid(
-            f"The {field} contains characters we cannot accept.", field=field, code="bad_text"
-        )
+        raise Invalid(_bad_text(field), field=field, code="bad_text")
     if len(text) > limit:
-        raise Invalid(
-            f"The {field} is too long: at most {limit} characters.",
-            field=field,
-            code="too_long",
-        )
+        raise Invalid(_too_long(field, limit), field=field, code="too_long")
     return text or None
 
 
@@ -139,7 +156,7 @@ def _clean_page_url(value: str | None) -> str | None:
         return None
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > MAX_PAGE_URL:
-        raise Invalid("The page address is not a web address.", field="page_url", code="bad_url")
+        raise Invalid(_("The page address is not a web address."), field="page_url", code="bad_url")
     return value.strip()
 
 
@@ -151,22 +168,22 @@ def _requested_time(when: str | None, now: datetime) -> datetime | None:
         at = datetime.fromisoformat(when.strip())
     except ValueError as exc:
         raise Invalid(
-            'The time must be "asap" or a date and time like 2026-12-01T09:30:00+01:00.',
+            _('The time must be "asap" or a date and time like 2026-12-01T09:30:00+01:00.'),
             field="when",
             code="bad_time",
         ) from exc
     if at.tzinfo is None:
         raise Invalid(
-            "The time needs a time zone, like 2026-12-01T09:30:00+01:00.",
+            _("The time needs a time zone, like 2026-12-01T09:30:00+01:00."),
             field="when",
             code="time_without_zone",
         )
     at = at.astimezone(UTC)
     if at < now - PAST_GRACE:
-        raise Invalid("That time has already passed.", field="when", code="time_past")
+        raise Invalid(_("That time has already passed."), field="when", code="time_past")
     if at > now + MAX_AHEAD:
         raise Invalid(
-            f"We can take call-backs up to {MAX_AHEAD.days} days ahead.",
+            _("We can take call-backs up to %(days)s days ahead.", days=MAX_AHEAD.days),
             field="when",
             code="time_too_far",
         )
@@ -178,7 +195,10 @@ def _check_idempotency_key(key: str | None) -> str | None:
         return None
     if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY) or not key.isascii() or not key.isprintable():
         raise BadRequest(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters.",
+            _(
+                "Idempotency-Key must be 1 to %(limit)s printable ASCII characters.",
+                limit=MAX_IDEMPOTENCY_KEY,
+            ),
             field="idempotency_key",
             code="bad_idempotency_key",
         )
@@ -207,7 +227,7 @@ def _open_for_phone(session: Session, subscriber: Subscriber, phone: str) -> Cal
 def _replay(existing: CallbackRequest, phone: str | None) -> Submitted:
     if phone is not None and existing.visitor_phone != phone:
         raise Conflict(
-            "This Idempotency-Key was already used for another request.",
+            _("This Idempotency-Key was already used for another request."),
             field="idempotency_key",
             code="idempotency_key_reused",
         )
@@ -269,17 +289,28 @@ def for_visitor(session: Session, request_id: str, token: str | None) -> Callbac
     request = session.get(CallbackRequest, request_id) if len(request_id) <= 36 else None
     presented = (token or "").encode()
     if request is None or not hmac.compare_digest(request.visitor_token.encode(), presented):
-        raise NotFound("There is no such call-back request.", code="request_not_found")
+        raise NotFound(_("There is no such call-back request."), code="request_not_found")
     return request
 
 
 def cancel(session: Session, request: CallbackRequest, reason: str) -> None:
     """Cancel a request that has not ended yet; committed."""
     if RequestStatus(request.status) in TERMINAL:
+        raise Conflict(_("This call-back request has already ended."), code="request_finished")
+    if not can_transition(request.status, RequestStatus.CANCELED):
+        # Connected: the call itself is under way, and hanging up is what ends it.
         raise Conflict(
-            f"This call-back request is already {request.status}.", code="request_finished"
+            _("The call is under way; it ends when either side hangs up."),
+            code="request_in_call",
         )
-    transition(session, request, RequestStatus.CANCELED, reason)
+    try:
+        transition(session, request, RequestStatus.CANCELED, reason)
+    except StaleRequest as exc:
+        session.rollback()
+        raise Conflict(
+            _("This call-back request changed just now. Please look again."),
+            code="request_changed",
+        ) from exc
     session.commit()
 
 

@@ -14,9 +14,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from cbserver import db
+from cbserver import db, i18n
 from cbserver.config import Settings
 from cbserver.errors import CbError
+from cbserver.i18n import _
 
 MAX_BODY_BYTES = 16 * 1024
 log = logging.getLogger("cbserver.web")
@@ -76,12 +77,12 @@ def create_app(
     app.config.update(config or {})
     engine = engine or db.make_engine(settings.effective_database_url)
     app.extensions["cbserver"] = WebServices(settings, engine, db.make_session_factory(engine))
+    i18n.init_app(app)
 
-    from cbserver.views import api, form, status
+    from cbserver.views import admin, api, form, metrics, openapi, status, widget
 
-    app.register_blueprint(api.blueprint)
-    app.register_blueprint(form.blueprint)
-    app.register_blueprint(status.blueprint)
+    for view in (api, admin, form, metrics, openapi, status, widget):
+        app.register_blueprint(view.blueprint)
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:
@@ -112,10 +113,10 @@ def create_app(
     def http_error(error: HTTPException) -> tuple[Any, int]:
         code = error.code or 500
         message = {
-            404: "There is nothing at this address.",
-            405: "This address does not accept that method.",
-            413: f"The request is too large (at most {MAX_BODY_BYTES // 1024} KiB).",
-        }.get(code, error.description or "The request could not be handled.")
+            404: _("There is nothing at this address."),
+            405: _("This address does not accept that method."),
+            413: _("The request is too large (at most %(size)s KiB).", size=MAX_BODY_BYTES // 1024),
+        }.get(code, error.description or _("The request could not be handled."))
         slug = (error.name or "error").lower().replace(" ", "_")
         return _error_answer(code, {"error": {"code": slug, "message": message}})
 
@@ -127,7 +128,7 @@ def create_app(
             {
                 "error": {
                     "code": "internal_error",
-                    "message": "Something went wrong on our side. Please try again.",
+                    "message": _("Something went wrong on our side. Please try again."),
                 }
             },
         )
@@ -137,6 +138,7 @@ def create_app(
 
 def _error_answer(status: int, body: dict[str, Any]) -> tuple[Any, int]:
     """JSON for the API, a plain page for people; never a stack trace."""
-    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+    wants_json = request.path.startswith("/api/") or request.path.endswith(".json")
+    if wants_json or request.accept_mimetypes.best == "application/json":
         return jsonify(body), status
     return render_template("error.html", status=status, message=body["error"]["message"]), status

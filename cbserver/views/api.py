@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
 
 from cbserver import intake
 from cbserver.errors import BadRequest
+from cbserver.i18n import _, use_language
 from cbserver.intake import Submission
+from cbserver.models import Subscriber
+from cbserver.views import widget
 from cbserver.views.present import present, status_url
 from cbserver.web import db_session
 
@@ -21,23 +25,29 @@ def _json_body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not request.is_json:
         raise BadRequest(
-            "Send the request as JSON (Content-Type: application/json).", code="not_json"
+            _("Send the request as JSON (Content-Type: application/json)."), code="not_json"
         )
     if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.", code="bad_json")
+        raise BadRequest(_("The body must be a JSON object."), code="bad_json")
     return body
 
 
 def _submission(body: dict[str, Any]) -> Submission:
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise BadRequest(f"Unknown field: {unknown[0]}.", field=unknown[0], code="unknown_field")
+        raise BadRequest(
+            _("Unknown field: %(field)s.", field=unknown[0]), field=unknown[0], code="unknown_field"
+        )
     for name in REQUIRED:
         if body.get(name) in (None, ""):
-            raise BadRequest(f"The field {name} is required.", field=name, code="missing_field")
+            raise BadRequest(
+                _("The field %(field)s is required.", field=name), field=name, code="missing_field"
+            )
     for name in FIELDS:
         if body.get(name) is not None and not isinstance(body[name], str):
-            raise BadRequest(f"The field {name} must be text.", field=name, code="wrong_type")
+            raise BadRequest(
+                _("The field %(field)s must be text.", field=name), field=name, code="wrong_type"
+            )
     return Submission(
         subscriber=body["subscriber"],
         phone=body["phone"],
@@ -56,10 +66,31 @@ def _token() -> str | None:
     return request.args.get("token")
 
 
-@blueprint.post("/callbacks")
+def _speak_subscribers_language(slug: object) -> None:
+    subscriber = db_session().scalar(select(Subscriber).where(Subscriber.slug == slug))
+    if subscriber is not None:
+        use_language(subscriber.language)
+
+
+# --- CORS: the widget posts here from subscribers' own web sites (rules in views/widget.py) ---
+blueprint.after_request(widget.cors_headers)
+
+
+@blueprint.route("/callbacks", methods=["OPTIONS"])
+def preflight_callbacks() -> Response:
+    return widget.preflight()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@blueprint.post("/callbacks", provide_automatic_options=False)
 def create_callback() -> tuple[Response, int]:
     session = db_session()
-    submission = _submission(_json_body())
+    body = _json_body()
+    _speak_subscribers_language(body.get("subscriber"))
+    widget.check_origin(body.get("subscriber"))  # CORS: a refused page stores nothing
+    submission = _submission(body)
     submitted = intake.submit(session, submission)
     callback = submitted.request
     # A replayed Idempotency-Key gets the first answer again; a number already waiting, 200.
@@ -80,6 +111,7 @@ def create_callback() -> tuple[Response, int]:
 def get_callback(request_id: str) -> Response:
     session = db_session()
     callback = intake.for_visitor(session, request_id, _token())
+    use_language(callback.subscriber.language)
     return jsonify(present(session, callback))
 
 
@@ -87,5 +119,6 @@ def get_callback(request_id: str) -> Response:
 def cancel_callback(request_id: str) -> Response:
     session = db_session()
     callback = intake.for_visitor(session, request_id, _token())
+    use_language(callback.subscriber.language)
     intake.cancel(session, callback, "canceled by the visitor")
     return jsonify(present(session, callback))

@@ -17,6 +17,7 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from cbserver import intake
 from cbserver.errors import CbError, Invalid
+from cbserver.i18n import _, _l, use_language
 from cbserver.intake import MAX_NAME, MAX_TOPIC, Submission
 from cbserver.models import Subscriber
 from cbserver.views.present import status_url
@@ -27,28 +28,30 @@ blueprint = Blueprint("form", __name__)
 
 class CallbackForm(FlaskForm):
     phone = StringField(
-        "Your phone number",
-        validators=[InputRequired("Please enter your phone number.")],
+        _l("Your phone number"),
+        validators=[InputRequired(_l("Please enter your phone number."))],
         render_kw={"autocomplete": "tel", "inputmode": "tel"},
     )
     name = StringField(
-        "Your name (optional)",
+        _l("Your name (optional)"),
         validators=[Optional(), Length(max=MAX_NAME)],
         render_kw={"autocomplete": "name"},
     )
     topic = TextAreaField(
-        "What would you like to talk about? (optional)",
+        _l("What would you like to talk about? (optional)"),
         validators=[Optional(), Length(max=MAX_TOPIC)],
     )
     when = RadioField(
-        "When should we call you?",
+        _l("When should we call you?"),
         choices=[
-            SelectChoice("asap", "As soon as possible"),
-            SelectChoice("later", "At a time I choose"),
+            SelectChoice("asap", _l("As soon as possible")),
+            SelectChoice("later", _l("At a time I choose")),
         ],
         default="asap",
     )
-    later_at = DateTimeLocalField("Date and time", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    later_at = DateTimeLocalField(
+        _l("Date and time"), format="%Y-%m-%dT%H:%M", validators=[Optional()]
+    )
     page_url = HiddenField()
     # Generated per form shown: a double-click or a resent form finds the same request.
     submission_id = HiddenField()
@@ -63,7 +66,7 @@ def _when(form: CallbackForm, subscriber: Subscriber) -> str:
         return "asap"
     chosen = form.later_at.data
     if not isinstance(chosen, datetime):
-        raise Invalid("Please choose a date and time.", field="when", code="time_missing")
+        raise Invalid(_("Please choose a date and time."), field="when", code="time_missing")
     return chosen.replace(tzinfo=ZoneInfo(subscriber.time_zone)).isoformat()
 
 
@@ -71,6 +74,7 @@ def _when(form: CallbackForm, subscriber: Subscriber) -> str:
 def callback_form(slug: str) -> Response | tuple[str, int]:
     session = db_session()
     subscriber = intake.find_subscriber(session, slug)
+    use_language(subscriber.language)
     form = CallbackForm()
     if request.method == "GET":
         form.page_url.data = request.args.get("from") or request.referrer or ""

@@ -11,20 +11,21 @@ from flask import url_for
 from sqlalchemy.orm import Session
 
 from cbserver import intake
+from cbserver.i18n import _l
 from cbserver.models import CallbackRequest, RequestStatus
-from cbserver.states import TERMINAL
+from cbserver.states import can_transition
 
 STATUS_TEXT = {
-    RequestStatus.SCHEDULED: "Booked: we will call you at the time you chose.",
-    RequestStatus.QUEUED: "Waiting: we will call you as soon as someone is free.",
-    RequestStatus.DIALING_AGENT: "Getting someone for you now.",
-    RequestStatus.DIALING_VISITOR: "Calling you now.",
-    RequestStatus.CONNECTED: "You are connected.",
-    RequestStatus.RETRY_WAIT: "We could not reach you; we will try again shortly.",
-    RequestStatus.COMPLETED: "Done: thank you for talking to us.",
-    RequestStatus.FAILED: "We could not reach you, and have stopped trying.",
-    RequestStatus.CANCELED: "Canceled: we will not call.",
-    RequestStatus.EXPIRED: "We could not call you in time. Please ask again.",
+    RequestStatus.SCHEDULED: _l("Booked: we will call you at the time you chose."),
+    RequestStatus.QUEUED: _l("Waiting: we will call you as soon as someone is free."),
+    RequestStatus.DIALING_AGENT: _l("Getting someone for you now."),
+    RequestStatus.DIALING_VISITOR: _l("Calling you now."),
+    RequestStatus.CONNECTED: _l("You are connected."),
+    RequestStatus.RETRY_WAIT: _l("We could not reach you; we will try again shortly."),
+    RequestStatus.COMPLETED: _l("Done: thank you for talking to us."),
+    RequestStatus.FAILED: _l("We could not reach you, and have stopped trying."),
+    RequestStatus.CANCELED: _l("Canceled: we will not call."),
+    RequestStatus.EXPIRED: _l("We could not call you in time. Please ask again."),
 }
 
 
@@ -55,7 +56,7 @@ def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
     return {
         "id": request.id,
         "status": status.value,
-        "status_text": STATUS_TEXT[status],
+        "status_text": str(STATUS_TEXT[status]),
         "subscriber": {
             "slug": request.subscriber.slug,
             "name": request.subscriber.display_name,
@@ -68,7 +69,7 @@ def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
         "due_at": _iso(request.due_at),
         "due_text": local_text(request.due_at, zone),
         "position": intake.queue_position(session, request),
-        "can_cancel": status not in TERMINAL,
+        "can_cancel": can_transition(status, RequestStatus.CANCELED),
         "created_at": _iso(request.created_at),
         "updated_at": _iso(request.updated_at),
         "events": [

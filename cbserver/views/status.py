@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from cbserver import intake
+from cbserver.i18n import use_language
 from cbserver.views.present import present, status_url
 from cbserver.web import db_session
 
@@ -21,6 +22,7 @@ class CancelForm(FlaskForm):
 def page(request_id: str) -> str:
     session = db_session()
     callback = intake.for_visitor(session, request_id, request.args.get("token"))
+    use_language(callback.subscriber.language)
     return render_template(
         "status.html",
         callback=present(session, callback),

@@ -42,8 +42,9 @@ class Ports:
 
 def instance_environ(state_dir: Path, name: str) -> dict[str, str]:
     """A CBSERVER_* environment for one test instance on free ports."""
-    sip, http, ami = free_ports(3)
+    sip, http, ami, web = free_ports(4)
     return {
+        "CBSERVER_WEB_PORT": str(web),
         "CBSERVER_STATE_DIR": str(state_dir),
         "CBSERVER_ASTERISK_INSTANCE": name,
         "CBSERVER_SIP_PORT": str(sip),

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cbserver.ari import AriClient, StasisStart
@@ -52,6 +53,13 @@ async def test_run_demo_serves_until_sigterm_and_its_gateway_answers_trunk_calls
     assert process.poll() is None, output
     assert "username  demo-alice" in output
     assert "username  demo-bob" in output
+    base_url = f"http://127.0.0.1:{environ['CBSERVER_WEB_PORT']}/"
+    assert f"cbserver is ready: {base_url}" in output
+    assert f"Demo form: {base_url}c/acme" in output
+    async with httpx.AsyncClient() as web:
+        form = await web.get(f"{base_url}c/acme")
+    assert form.status_code == 200
+    assert "Acme Plumbing will call you back" in form.text
     gateway = f"sip:127.0.0.1:{environ['CBSERVER_DEMO_GATEWAY_PORT']}"
     assert f"Demo PSTN gateway (sipp, answers and echoes audio) on {gateway}" in output
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from cbserver.models import CallbackRequest, RequestStatus
+from cbserver.states import transition
 from tests.web.conftest import US_MOBILE
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
@@ -145,3 +148,23 @@ def test_healthz_reports_the_database(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "ok", "database": "ok"}
+
+
+def test_a_connected_call_cannot_be_canceled_from_the_api(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    created = ask(client).json
+    assert created is not None
+    with sessions() as session:
+        request = session.get(CallbackRequest, created["id"])
+        assert request is not None
+        for step in (RequestStatus.DIALING_AGENT, RequestStatus.DIALING_VISITOR):
+            transition(session, request, step, "test")
+        transition(session, request, RequestStatus.CONNECTED, "test")
+        session.commit()
+    shown = client.get(f"/api/v1/callbacks/{created['id']}?token={created['token']}").json
+    assert shown is not None
+    assert shown["can_cancel"] is False
+    refused = client.post(f"/api/v1/callbacks/{created['id']}/cancel?token={created['token']}")
+    assert refused.status_code == 409
+    assert error(refused)["code"] == "request_in_call"

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver.models import CallbackRequest
+from cbserver.models import CallbackRequest, Subscriber
 from tests.web.conftest import csrf_token, hidden
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
@@ -152,3 +152,31 @@ def test_the_status_page_needs_the_token(client: FlaskClient) -> None:
     wrong = client.get(status_url.split("?")[0] + "?token=guess")
     assert wrong.status_code == 404
     assert "Ada" not in wrong.get_data(as_text=True)
+
+
+def test_a_german_business_speaks_german_to_its_visitors(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    with sessions() as session:
+        acme = session.scalars(select(Subscriber)).one()
+        acme.language = "de"
+        session.commit()
+    page = client.get("/c/acme", headers={"Accept-Language": "en"})
+    html = page.get_data(as_text=True)
+    assert '<html lang="de">' in html
+    assert "Acme Plumbing ruft Sie zurück" in html
+    assert "Ihre Telefonnummer" in html
+    refused = client.post(
+        "/c/acme",
+        data=form_fields(html, phone="+1 900 234 5678"),
+        headers={"Accept-Language": "en"},
+    )
+    assert "Wir können nur gewöhnliche Festnetz- und Mobilnummern anrufen" in refused.get_data(
+        as_text=True
+    )
+    api = client.post("/api/v1/callbacks", json={"subscriber": "acme", "phone": "12345"})
+    assert api.json["error"]["message"].startswith("Diese Telefonnummer ist ungültig")  # type: ignore[index]
+    sent = client.post("/c/acme", data=form_fields(html))
+    status = client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "Wartend: Wir rufen Sie an, sobald jemand frei ist." in status
+    assert "Meinen Rückruf absagen" in status
