@@ -329,3 +329,21 @@ def queue_position(session: Session, request: CallbackRequest) -> int | None:
         )
     )
     return int(ahead or 0) + 1
+
+
+# Until real handling times are measured, a call-back is assumed to take this long.
+DEFAULT_HANDLING = timedelta(minutes=3)
+
+
+def estimated_call_at(
+    session: Session, request: CallbackRequest, *, now: datetime | None = None
+) -> datetime | None:
+    """When the visitor can expect the call: None once it is happening or over."""
+    if request.status == RequestStatus.SCHEDULED:
+        return request.due_at
+    position = queue_position(session, request)
+    if position is None:
+        return None
+    agents = sum(1 for a in request.subscriber.assignments if a.agent.active) or 1
+    start = max(request.due_at, now or utcnow())
+    return start + DEFAULT_HANDLING * ((position - 1) // agents)

@@ -10,12 +10,15 @@
   function field(name) { return root.querySelector('[data-field="' + name + '"]'); }
 
   function render(callback) {
-    var key = callback.status + "|" + callback.position + "|" + callback.events.length;
+    var key = [callback.status, callback.position, callback.estimated_call_text,
+      callback.events.length].join("|");
     if (key === shown) { return; }
     shown = key;
     field("status_text").textContent = callback.status_text;
     field("position").textContent = callback.position || "";
     field("position-line").hidden = !callback.position;
+    field("estimate").textContent = callback.estimated_call_text || "";
+    field("estimate-line").hidden = !callback.estimated_call_text;
     field("cancel").hidden = !callback.can_cancel;
     var list = field("events");
     list.textContent = "";

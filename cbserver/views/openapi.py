@@ -107,6 +107,8 @@ SCHEMAS: dict[str, Any] = {
             "due_at": _TIME,
             "due_text": _TEXT,
             "position": {"type": ["integer", "null"], "minimum": 1},
+            "estimated_call_at": _NULLABLE_TIME,
+            "estimated_call_text": _NULLABLE_TEXT,
             "can_cancel": {"type": "boolean"},
             "created_at": _TIME,
             "updated_at": _TIME,

@@ -53,6 +53,7 @@ def status_url(request: CallbackRequest) -> str:
 def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
     status = RequestStatus(request.status)
     zone = request.subscriber.time_zone
+    expected = intake.estimated_call_at(session, request)
     return {
         "id": request.id,
         "status": status.value,
@@ -69,6 +70,8 @@ def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
         "due_at": _iso(request.due_at),
         "due_text": local_text(request.due_at, zone),
         "position": intake.queue_position(session, request),
+        "estimated_call_at": _iso(expected),
+        "estimated_call_text": local_text(expected, zone) if expected else None,
         "can_cancel": can_transition(status, RequestStatus.CANCELED),
         "created_at": _iso(request.created_at),
         "updated_at": _iso(request.updated_at),

@@ -309,3 +309,32 @@ def test_queue_position_counts_who_is_due_first(session: Session) -> None:
     assert intake.queue_position(session, second) == 1
     with pytest.raises(Conflict):
         intake.cancel(session, first, "twice")
+
+
+def test_the_estimated_call_time_follows_position_and_agents(
+    session: Session, acme: Subscriber
+) -> None:
+    from cbserver.agents import add_agent
+    from cbserver.models import AgentAssignment
+
+    requests = [
+        ask(session, f"+1 201 555 012{n}", at=NOW + timedelta(seconds=n)).request for n in range(3)
+    ]
+    first, _second, third = requests
+    assert intake.estimated_call_at(session, first, now=NOW) == NOW
+    # One agent (none assigned counts as one): the third waits for two calls before it.
+    assert intake.estimated_call_at(session, third, now=NOW) == third.due_at + 2 * (
+        intake.DEFAULT_HANDLING
+    )
+    for name in ("alice", "bob"):
+        agent = add_agent(session, name, contact=f"sip:{name}@127.0.0.1:5070").agent
+        session.add(AgentAssignment(subscriber=acme, agent=agent))
+    session.commit()
+    session.refresh(acme)
+    assert intake.estimated_call_at(session, third, now=NOW) == third.due_at + (
+        intake.DEFAULT_HANDLING
+    )
+    booked = ask(session, "+1 201 555 0199", when="2026-11-26T09:30:00+00:00").request
+    assert intake.estimated_call_at(session, booked, now=NOW) == booked.due_at
+    intake.cancel(session, first, "visitor canceled")
+    assert intake.estimated_call_at(session, first, now=NOW) is None

@@ -62,6 +62,7 @@ def test_submitting_lands_on_the_status_page(
     assert "Your call-back from Acme Plumbing" in html
     assert "Waiting: we will call you as soon as someone is free." in html
     assert 'You are number <span data-field="position">1</span>' in html
+    assert "We expect to call you around" in html
     with sessions() as session:
         request = session.scalars(select(CallbackRequest)).one()
         assert request.page_url == "https://acme.example/contact"
