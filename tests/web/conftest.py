@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver.config import Settings
 from cbserver.models import Subscriber
 from cbserver.web import create_app
+from tests.browser import Browser, live_server
 
 US_MOBILE = "+12015550123"
 
@@ -41,6 +43,20 @@ def app(engine: Engine, sessions: sessionmaker[Session], tmp_path: Path) -> Flas
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (tests/browser.py), one per test."""
+    with Browser.launch() as launched:
+        yield launched
+
+
+@pytest.fixture
+def base_url(app: Flask) -> Iterator[str]:
+    """The app served on a free loopback port, for the browser."""
+    with live_server(app) as url:
+        yield url
 
 
 def csrf_token(page: str) -> str:

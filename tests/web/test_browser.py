@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.models import CallbackRequest, RequestStatus
 from cbserver.states import transition
-from tests.browser import Browser, live_server
+from tests.browser import Browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("acme")]
 
@@ -21,18 +19,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("acme")]
 def database_url(tmp_path: Path) -> str:
     # One database is enough here: the browser, not the store, is under test.
     return f"sqlite:///{tmp_path / 'cbserver.sqlite3'}"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with Browser.launch() as launched:
-        yield launched
-
-
-@pytest.fixture
-def base_url(app: Flask) -> Iterator[str]:
-    with live_server(app) as url:
-        yield url
 
 
 def test_visitor_asks_lands_on_the_status_page_and_sees_it_change_live(
