@@ -227,6 +227,9 @@ class CallbackRequest(Base):
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
     visitor_token: Mapped[str] = mapped_column(String(64), default=new_secret)
+    # Which worker is serving the request, and until when its claim holds without renewal.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
