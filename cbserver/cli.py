@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver import admin_tokens, db
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
+from cbserver.ari import AriConfig
 from cbserver.asterisk.instance import AsteriskError, AsteriskInstance, InstanceStatus
 from cbserver.asterisk.provision import ProvisionError
 from cbserver.config import ConfigError, Settings
@@ -26,6 +29,7 @@ from cbserver.demo_gateway import DemoGateway
 from cbserver.models import Agent, CallOrder, Subscriber
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
+from cbserver.worker import Worker, WorkerThread
 
 EXIT_NOT_RUNNING = 3
 # In the order they serve the demo subscriber.
@@ -532,8 +536,9 @@ def run(obj: Context, demo: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    worker = WorkerThread(Worker(_ari_config(obj), sessions))
     web = WebServer(
-        create_app(settings=obj.settings, engine=obj.engine),
+        create_app(settings=obj.settings, engine=obj.engine, wake_worker=worker.wake),
         obj.settings.web_host,
         obj.settings.web_port,
     )
@@ -553,6 +558,7 @@ def run(obj: Context, demo: bool) -> None:
             _sync_agents(obj)
         if gateway is not None:
             gateway.start()
+        worker.start()
         _print_status(obj.instance.status())
         _print_reach(obj.settings, accounts, gateway)
         click.echo(f"\ncbserver is ready: {web.base_url}")
@@ -563,11 +569,39 @@ def run(obj: Context, demo: bool) -> None:
                 _fail("Asterisk stopped unexpectedly.\n" + obj.instance.log_tail())
     finally:
         web.stop()
+        worker.stop()
         if gateway is not None:
             gateway.stop()
         if started:
             obj.instance.stop()
             click.echo("Asterisk stopped.", err=True)
+
+
+def _ari_config(obj: Context) -> AriConfig:
+    keys = obj.instance.secrets().ari
+    return AriConfig(
+        base_url=obj.instance.ari_url,
+        username=keys.username,
+        password=keys.password,
+        app=obj.settings.ari_app,
+    )
+
+
+@main.command("worker")
+@click.pass_obj
+def worker_command(obj: Context) -> None:
+    """Run only the worker in the foreground: claim due requests and place their calls."""
+    sessions = obj.upgraded_sessions()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Worker(_ari_config(obj), sessions).run(stop)
+
+    asyncio.run(serve())
 
 
 @main.command()

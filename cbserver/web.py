@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,17 @@ class WebServices:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # Tells the worker a request was stored, so it is dialled now rather than at the next poll.
+    wake_worker: Callable[[], None]
+
+
+def _no_worker() -> None:
+    return None
+
+
+def request_stored(created: bool) -> None:
+    if created:
+        services().wake_worker()
 
 
 def services() -> WebServices:
@@ -60,6 +71,7 @@ def create_app(
     *,
     settings: Settings | None = None,
     engine: Engine | None = None,
+    wake_worker: Callable[[], None] = _no_worker,
 ) -> Flask:
     """The web app. Forms check their own CSRF token, so a stale one re-shows the visitor's
     input with a message instead of a bare 400 page; the JSON API takes no cookies."""
@@ -76,7 +88,9 @@ def create_app(
     )
     app.config.update(config or {})
     engine = engine or db.make_engine(settings.effective_database_url)
-    app.extensions["cbserver"] = WebServices(settings, engine, db.make_session_factory(engine))
+    app.extensions["cbserver"] = WebServices(
+        settings, engine, db.make_session_factory(engine), wake_worker
+    )
     i18n.init_app(app)
 
     from cbserver.views import admin, api, form, metrics, openapi, status, widget

@@ -14,7 +14,7 @@ from cbserver.intake import Submission
 from cbserver.models import Subscriber
 from cbserver.views import widget
 from cbserver.views.present import present, status_url
-from cbserver.web import db_session
+from cbserver.web import db_session, request_stored
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 FIELDS = ("subscriber", "phone", "name", "topic", "when", "page_url")
@@ -92,6 +92,7 @@ def create_callback() -> tuple[Response, int]:
     widget.check_origin(body.get("subscriber"))  # CORS: a refused page stores nothing
     submission = _submission(body)
     submitted = intake.submit(session, submission)
+    request_stored(submitted.created)
     callback = submitted.request
     # A replayed Idempotency-Key gets the first answer again; a number already waiting, 200.
     replay = submission.idempotency_key is not None and callback.idempotency_key == (

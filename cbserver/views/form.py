@@ -21,7 +21,7 @@ from cbserver.i18n import _, _l, use_language
 from cbserver.intake import MAX_NAME, MAX_TOPIC, Submission
 from cbserver.models import Subscriber
 from cbserver.views.present import status_url
-from cbserver.web import db_session
+from cbserver.web import db_session, request_stored
 
 blueprint = Blueprint("form", __name__)
 
@@ -97,6 +97,7 @@ def callback_form(slug: str) -> Response | tuple[str, int]:
             field = getattr(form, FORM_FIELD.get(error.field or "", error.field or "phone"))
             field.errors = [*field.errors, error.message]
         else:
+            request_stored(submitted.created)
             return redirect(status_url(submitted.request), code=303)
     status = 422 if form.errors else 200
     return render_template("form.html", form=form, subscriber=subscriber), status

@@ -1,0 +1,278 @@
+"""One live call-back, agent first: ring the agent, whisper, wait for "1", call the visitor, bridge.
+
+The object owns its request's calls while they last. ARI events reach it through the Stasis
+application (``ari_app.py``); every state change goes through ``states.transition`` and is
+committed before the ARI action it enables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver.ari import (
+    AriClient,
+    AriError,
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    Event,
+    StasisStart,
+)
+from cbserver.models import CallAttempt, CallbackRequest, RequestStatus, utcnow
+from cbserver.numbers import trunk_endpoint
+from cbserver.states import transition
+
+log = logging.getLogger("cbserver.callflow")
+
+ACCEPT_DIGIT = "1"
+# Q.850 causes Asterisk reports, as the outcomes an attempt records.
+OUTCOMES = {16: "answered", 17: "busy", 18: "no_answer", 19: "no_answer", 21: "rejected"}
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    app: str
+    agent_ring_seconds: int = 30
+    visitor_ring_seconds: int = 45
+    accept_seconds: float = 15.0
+    whisper: str = "sound:beep"
+
+
+def app_args(request_id: str, leg: str) -> list[str]:
+    """What the Stasis application routes by: ``callback,<request id>,<leg>``."""
+    return ["callback", request_id, leg]
+
+
+class AgentFirstCall:
+    def __init__(
+        self,
+        ari: AriClient,
+        sessions: sessionmaker[Session],
+        settings: CallSettings,
+        request_id: str,
+        on_finished: Callable[[AgentFirstCall], None],
+    ) -> None:
+        self.ari = ari
+        self.sessions = sessions
+        self.settings = settings
+        self.request_id = request_id
+        self.on_finished = on_finished
+        self.attempt_id: int | None = None
+        self.agent_channel: str | None = None
+        self.visitor_channel: str | None = None
+        self.bridge_id: str | None = None
+        self.accepted = False
+        self.finished = False
+        self._accept_timer: asyncio.Task[None] | None = None
+
+    @property
+    def channels(self) -> set[str]:
+        return {c for c in (self.agent_channel, self.visitor_channel) if c is not None}
+
+    # --- database steps (short transactions, run off the event loop) ------------------------
+
+    def _begin_attempt(self) -> tuple[str, str] | None:
+        """Record the attempt; the agent to ring and the visitor's number, or None if no agent."""
+        with self.sessions() as session:
+            request = session.get_one(CallbackRequest, self.request_id)
+            agent = next((a.agent for a in request.subscriber.assignments if a.agent.active), None)
+            request.attempt_count += 1
+            attempt = CallAttempt(
+                request_id=request.id,
+                number=request.attempt_count,
+                agent_id=agent.id if agent else None,
+            )
+            session.add(attempt)
+            session.commit()
+            self.attempt_id = attempt.id
+            return (agent.name, request.visitor_phone) if agent else None
+
+    def _update_attempt(self, **values: object) -> None:
+        with self.sessions() as session:
+            attempt = session.get_one(CallAttempt, self.attempt_id)
+            for name, value in values.items():
+                setattr(attempt, name, value)
+            session.commit()
+
+    def _move(self, target: RequestStatus, reason: str) -> bool:
+        with self.sessions() as session:
+            request = session.get_one(CallbackRequest, self.request_id)
+            if request.status == target:
+                return True
+            try:
+                transition(session, request, target, reason)
+            except (ValueError, RuntimeError) as exc:
+                log.warning("request %s: %s", self.request_id, exc)
+                session.rollback()
+                return False
+            session.commit()
+            return True
+
+    def _visitor_call(self) -> tuple[str, str]:
+        with self.sessions() as session:
+            request = session.get_one(CallbackRequest, self.request_id)
+            return trunk_endpoint(request.visitor_phone), request.subscriber.caller_id
+
+    def _close(self, cause: int, cause_text: str) -> None:
+        """Complete the request, or record a failed attempt and retry or give up."""
+        now = utcnow()
+        with self.sessions() as session:
+            request = session.get_one(CallbackRequest, self.request_id)
+            attempt = session.get_one(CallAttempt, self.attempt_id)
+            attempt.ended_at = now
+            attempt.hangup_cause = cause
+            attempt.hangup_cause_text = cause_text
+            if request.status == RequestStatus.CONNECTED:
+                attempt.outcome = "answered"
+                transition(
+                    session,
+                    request,
+                    RequestStatus.COMPLETED,
+                    "the call ended",
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            else:
+                attempt.outcome = OUTCOMES.get(cause, "failed")
+                if attempt.outcome == "answered":
+                    # Normal clearing before the bridge: the agent (or visitor) hung up early.
+                    attempt.outcome = "failed" if self.accepted else "rejected"
+                self._retry_or_fail(session, request, attempt.outcome, now)
+            session.commit()
+
+    def _retry_or_fail(
+        self,
+        session: Session,
+        request: CallbackRequest,
+        outcome: str,
+        now: datetime,
+    ) -> None:
+        subscriber = request.subscriber
+        if request.attempt_count >= subscriber.max_attempts:
+            transition(
+                session,
+                request,
+                RequestStatus.FAILED,
+                f"attempt {request.attempt_count} {outcome}; no attempts left",
+                claimed_by=None,
+                lease_until=None,
+            )
+            return
+        due = now + timedelta(seconds=subscriber.retry_interval_seconds)
+        transition(
+            session,
+            request,
+            RequestStatus.RETRY_WAIT,
+            f"attempt {request.attempt_count} {outcome}; trying again later",
+            due_at=due,
+            claimed_by=None,
+            lease_until=None,
+        )
+
+    # --- the call ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        found = await asyncio.to_thread(self._begin_attempt)
+        if found is None:
+            await asyncio.to_thread(self._close, 0, "no agent is assigned")
+            self._finish()
+            return
+        agent_name, visitor_phone = found
+        self.agent_channel = f"cb-{self.attempt_id}-agent-{self.request_id[:8]}"
+        await asyncio.to_thread(self._update_attempt, agent_channel_id=self.agent_channel)
+        try:
+            await self.ari.originate(
+                f"PJSIP/{agent_name}",
+                app=self.settings.app,
+                app_args=app_args(self.request_id, "agent"),
+                caller_id=visitor_phone,
+                timeout=self.settings.agent_ring_seconds,
+                channel_id=self.agent_channel,
+            )
+        except AriError as exc:
+            log.warning("request %s: agent originate failed: %s", self.request_id, exc)
+            await asyncio.to_thread(self._close, 0, f"originate failed: {exc.message}")
+            self._finish()
+
+    async def handle(self, event: Event) -> None:
+        if self.finished:
+            return
+        match event:
+            case StasisStart(channel=channel) if channel.id == self.agent_channel:
+                await self._agent_answered()
+            case ChannelDtmfReceived(channel=channel, digit=digit) if (
+                channel.id == self.agent_channel and not self.accepted
+            ):
+                if digit == ACCEPT_DIGIT:
+                    await self._agent_accepted()
+            case StasisStart(channel=channel) if channel.id == self.visitor_channel:
+                await self._visitor_answered()
+            case ChannelDestroyed(channel=channel, cause=cause, cause_txt=text) if (
+                channel.id in self.channels
+            ):
+                await self._hung_up(channel.id, cause, text)
+
+    async def _agent_answered(self) -> None:
+        await asyncio.to_thread(self._update_attempt, answered_at=utcnow())
+        assert self.agent_channel is not None
+        await self.ari.play(self.agent_channel, self.settings.whisper)
+        self._accept_timer = asyncio.create_task(self._accept_deadline())
+
+    async def _accept_deadline(self) -> None:
+        await asyncio.sleep(self.settings.accept_seconds)
+        if not self.accepted and self.agent_channel is not None:
+            log.info("request %s: the agent did not press %s", self.request_id, ACCEPT_DIGIT)
+            await self.ari.hangup(self.agent_channel)
+
+    async def _agent_accepted(self) -> None:
+        self.accepted = True
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+        if not await asyncio.to_thread(
+            self._move, RequestStatus.DIALING_VISITOR, "the agent accepted; calling the visitor"
+        ):
+            return
+        endpoint, caller_id = await asyncio.to_thread(self._visitor_call)
+        self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
+        await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
+        assert self.agent_channel is not None
+        await self.ari.ring(self.agent_channel)
+        await self.ari.originate(
+            endpoint,
+            app=self.settings.app,
+            app_args=app_args(self.request_id, "visitor"),
+            caller_id=caller_id,
+            timeout=self.settings.visitor_ring_seconds,
+            channel_id=self.visitor_channel,
+        )
+
+    async def _visitor_answered(self) -> None:
+        assert self.agent_channel is not None
+        assert self.visitor_channel is not None
+        await self.ari.ring_stop(self.agent_channel)
+        bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
+        self.bridge_id = bridge.id
+        await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
+        await asyncio.to_thread(
+            self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
+        )
+
+    async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:
+        self.finished = True
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+        for other in self.channels - {channel_id}:
+            await self.ari.hangup(other)
+        if self.bridge_id is not None:
+            await self.ari.destroy_bridge(self.bridge_id)
+        await asyncio.to_thread(self._close, cause, cause_text)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self.on_finished(self)

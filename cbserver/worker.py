@@ -1,0 +1,118 @@
+"""The worker's composition root: claims due requests and drives their calls through ARI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from contextlib import suppress
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver.ari import AriClient, AriConfig
+from cbserver.ari_app import StasisApp
+from cbserver.callflow import AgentFirstCall, CallSettings
+from cbserver.claims import claim_next
+from cbserver.models import utcnow
+
+log = logging.getLogger("cbserver.worker")
+POLL_SECONDS = 1.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        ari_config: AriConfig,
+        sessions: sessionmaker[Session],
+        *,
+        name: str | None = None,
+        call_settings: CallSettings | None = None,
+    ) -> None:
+        self.ari_config = ari_config
+        self.sessions = sessions
+        self.name = name or worker_id()
+        self.call_settings = call_settings or CallSettings(app=ari_config.app)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due requests now, not at the next poll."""
+        self._wake.set()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Until stopped, woken, or the next poll: polling is the fallback, not the path."""
+        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())}
+        try:
+            await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def _claim(self) -> str | None:
+        with self.sessions() as session:
+            request = claim_next(session, self.name, utcnow())
+            return request.id if request else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with AriClient(self.ari_config) as ari:
+            app = StasisApp(ari)
+            events = asyncio.create_task(app.run())
+            try:
+                await app.connected.wait()
+                log.info("worker %s: Stasis app %s registered", self.name, self.ari_config.app)
+                while not stop.is_set():
+                    request_id = await asyncio.to_thread(self._claim)
+                    if request_id is not None:
+                        call = AgentFirstCall(
+                            ari, self.sessions, self.call_settings, request_id, app.remove
+                        )
+                        app.add(call)
+                        await call.start()
+                        continue
+                    self._wake.clear()
+                    await self._idle(stop)
+            finally:
+                events.cancel()
+                with suppress(asyncio.CancelledError):
+                    await events
+
+
+class WorkerThread:
+    """The worker on an event loop of its own, beside the web server in ``cbserver run``."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="cbserver-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self.worker.run(self._stop)
+
+    def wake(self) -> None:
+        """Safe from any thread; a no-op until the worker runs."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.worker.wake)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self._thread.is_alive():
+            return
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)

@@ -1,0 +1,126 @@
+"""A call-back end to end: the worker claims it, the agent presses 1, the visitor is called."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver import db
+from cbserver.asterisk.instance import AsteriskInstance
+from cbserver.callflow import CallSettings
+from cbserver.config import Settings
+from cbserver.models import Agent, AgentAssignment, CallbackRequest, Subscriber
+from cbserver.sipp import SippPeer
+from cbserver.web import create_app
+from cbserver.worker import Worker
+from tests.e2e.conftest import Ports, ari_config
+from tests.e2e.harness import until
+
+WORKER_APP = "cbserver-worker-e2e"
+VISITOR = "+12015550123"
+BUSINESS = "+12015550100"
+
+
+@pytest.fixture
+def engine(settings: Settings, asterisk: AsteriskInstance) -> Iterator[Engine]:
+    engine = db.make_engine(settings.effective_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return db.make_session_factory(engine)
+
+
+@dataclass
+class Business:
+    slug: str
+
+
+@pytest.fixture
+def plumber(sessions: sessionmaker[Session], request: pytest.FixtureRequest) -> Business:
+    """A business served by agent alice; a slug of its own, as the e2e database is shared."""
+    slug = f"flow-{abs(hash(request.node.name)) % 10**8}"
+    with sessions() as session:
+        subscriber = Subscriber(slug=slug, display_name="Plumber", country="US", caller_id=BUSINESS)
+        alice = session.scalars(select(Agent).where(Agent.name == "alice")).one()
+        subscriber.assignments.append(AgentAssignment(agent=alice, priority=10))
+        session.add(subscriber)
+        session.commit()
+    return Business(slug)
+
+
+@pytest.fixture
+async def worker(
+    asterisk: AsteriskInstance, sessions: sessionmaker[Session]
+) -> AsyncIterator[Worker]:
+    running = Worker(
+        ari_config(asterisk, app=WORKER_APP),
+        sessions,
+        name="e2e-worker",
+        call_settings=CallSettings(app=WORKER_APP, accept_seconds=8),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def status_of(sessions: sessionmaker[Session], request_id: str) -> str:
+    with sessions() as session:
+        return session.get_one(CallbackRequest, request_id).status
+
+
+async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    visitor = sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "2000")
+    # Through the HTTP API, as a visitor's widget posts it; storing it wakes the worker.
+    web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
+    created = web.post("/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR})
+    assert created.status_code == 201
+    request_id = created.json["id"]  # type: ignore[index]
+
+    await until(
+        lambda: status_of(sessions, request_id) == "completed",
+        within=30,
+        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
+    )
+
+    [agent_invite] = alice.received("INVITE")
+    assert VISITOR in (agent_invite.header("From") or ""), "the agent sees who to call back"
+    [trunk_invite] = visitor.received("INVITE")
+    assert trunk_invite.request_uri == f"sip:{VISITOR}@127.0.0.1:{ports.trunk}"
+    assert BUSINESS in (trunk_invite.header("From") or ""), "the visitor sees the business"
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        assert [e.to_status for e in request.events] == [
+            "queued",
+            "dialing_agent",
+            "dialing_visitor",
+            "connected",
+            "completed",
+        ]
+        [attempt] = request.attempts
+        assert attempt.outcome == "answered"
+        assert attempt.hangup_cause == 16
+        assert attempt.answered_at is not None
+        assert attempt.ended_at is not None
+        talk = attempt.ended_at - attempt.answered_at
+        assert 1.5 < talk.total_seconds() < 15, "about the visitor's two seconds, plus the whisper"
+        assert request.claimed_by is None
+    await until(lambda: alice.received("BYE"), message="the agent's phone hung up too")
