@@ -64,7 +64,7 @@ async def worker(
         ari_config(asterisk, app=WORKER_APP),
         sessions,
         name="e2e-worker",
-        call_settings=CallSettings(app=WORKER_APP, accept_seconds=8),
+        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(running.run(stop))
@@ -124,3 +124,56 @@ async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
         assert 1.5 < talk.total_seconds() < 15, "about the visitor's two seconds, plus the whisper"
         assert request.claimed_by is None
     await until(lambda: alice.received("BYE"), message="the agent's phone hung up too")
+
+
+def ask_for_a_call_back(
+    settings: Settings, engine: Engine, worker: Worker, business: Business
+) -> str:
+    web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
+    created = web.post("/api/v1/callbacks", json={"subscriber": business.slug, "phone": VISITOR})
+    assert created.status_code == 201
+    return str(created.json["id"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("agent_scenario", "visitor_scenario", "outcome", "cause", "visitor_dialled"),
+    [
+        ("agent_busy.xml", "uas_answer.xml", "busy", 17, False),
+        ("agent_ignores_whisper.xml", "uas_answer.xml", "rejected", 16, False),
+        ("agent_accepts.xml", "agent_busy.xml", "busy", 17, True),
+    ],
+    ids=["agent-busy", "agent-never-presses-1", "visitor-busy"],
+)
+async def test_an_attempt_that_does_not_connect_is_recorded_and_retried(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+    agent_scenario: str,
+    visitor_scenario: str,
+    outcome: str,
+    cause: int,
+    visitor_dialled: bool,
+) -> None:
+    alice = sipp("alice", ports.alice, agent_scenario, "-d", "1000")
+    visitor = sipp("trunk", ports.trunk, visitor_scenario)
+    request_id = ask_for_a_call_back(settings, engine, worker, plumber)
+
+    await until(
+        lambda: status_of(sessions, request_id) == "retry_wait",
+        within=30,
+        message=lambda: f"retry_wait; it is {status_of(sessions, request_id)}",
+    )
+    assert alice.received("INVITE")
+    assert bool(visitor.received("INVITE")) == visitor_dialled
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        [attempt] = request.attempts
+        assert (attempt.outcome, attempt.hangup_cause) == (outcome, cause)
+        assert attempt.ended_at is not None
+        assert request.due_at > attempt.ended_at, "the retry is due after the interval"
+        assert request.claimed_by is None
+        assert f"attempt 1 {outcome}; trying again later" in request.events[-1].reason
