@@ -1,7 +1,8 @@
 """The Stasis application: routes ARI events to the live call-backs they belong to.
 
 It only routes (a call-back's channels are named before they are originated, and StasisStart
-carries ``callback,<request id>,<leg>``); the call flows do the telephony.
+carries ``callback,<request id>,<leg>``); the call flows do the telephony. Each call has a
+queue of its own: its events are handled in order, and one call's pause never holds another's.
 """
 
 from __future__ import annotations
@@ -20,12 +21,29 @@ class StasisApp:
         self.ari = ari
         self.calls: dict[str, AgentFirstCall] = {}
         self.connected = asyncio.Event()
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._consumers: dict[str, asyncio.Task[None]] = {}
 
     def add(self, call: AgentFirstCall) -> None:
+        queue: asyncio.Queue[Event] = asyncio.Queue()
         self.calls[call.request_id] = call
+        self._queues[call.request_id] = queue
+        self._consumers[call.request_id] = asyncio.create_task(self._consume(call, queue))
 
     def remove(self, call: AgentFirstCall) -> None:
         self.calls.pop(call.request_id, None)
+        self._queues.pop(call.request_id, None)
+        consumer = self._consumers.pop(call.request_id, None)
+        if consumer is not None and consumer is not asyncio.current_task():
+            consumer.cancel()
+
+    async def _consume(self, call: AgentFirstCall, queue: asyncio.Queue[Event]) -> None:
+        while not call.finished:
+            event = await queue.get()
+            try:
+                await call.handle(event)
+            except Exception:
+                log.exception("request %s: handling %s failed", call.request_id, event.type)
 
     def _call_for(self, event: Event) -> AgentFirstCall | None:
         channel = getattr(event, "channel", None)
@@ -43,7 +61,11 @@ class StasisApp:
             elif isinstance(item, StreamDisconnected):
                 self.connected.clear()
             elif (call := self._call_for(item)) is not None:
-                try:
-                    await call.handle(item)
-                except Exception:
-                    log.exception("request %s: handling %s failed", call.request_id, item.type)
+                queue = self._queues.get(call.request_id)
+                if queue is not None:
+                    queue.put_nowait(item)
+
+    async def stop(self) -> None:
+        for consumer in list(self._consumers.values()):
+            consumer.cancel()
+        await asyncio.gather(*self._consumers.values(), return_exceptions=True)

@@ -40,7 +40,11 @@ class CallSettings:
     agent_ring_seconds: int = 30
     visitor_ring_seconds: int = 45
     accept_seconds: float = 15.0
-    whisper: str = "sound:beep"
+    # "Calling ... press 1", from Asterisk's core sounds; a subscriber's own prompt replaces it.
+    whisper: tuple[str, ...] = ("sound:calling", "sound:vm-press", "digits:1")
+    # What the agent hears when the visitor cannot be reached, before being released.
+    visitor_unreachable: tuple[str, ...] = ("sound:sorry", "sound:please-try-call-later")
+    unreachable_seconds: float = 4.0
 
 
 def app_args(request_id: str, leg: str) -> list[str]:
@@ -69,6 +73,9 @@ class AgentFirstCall:
         self.accepted = False
         self.finished = False
         self._accept_timer: asyncio.Task[None] | None = None
+        self.agents: list[tuple[int, str]] = []
+        self.visitor_phone = ""
+        self.whisper: tuple[str, ...] = settings.whisper
 
     @property
     def channels(self) -> set[str]:
@@ -76,21 +83,21 @@ class AgentFirstCall:
 
     # --- database steps (short transactions, run off the event loop) ------------------------
 
-    def _begin_attempt(self) -> tuple[str, str] | None:
-        """Record the attempt; the agent to ring and the visitor's number, or None if no agent."""
+    def _begin_attempt(self) -> None:
+        """Record the attempt, and learn whom to ring (in the subscriber's order) and how."""
         with self.sessions() as session:
             request = session.get_one(CallbackRequest, self.request_id)
-            agent = next((a.agent for a in request.subscriber.assignments if a.agent.active), None)
+            self.agents = [
+                (a.agent.id, a.agent.name) for a in request.subscriber.assignments if a.agent.active
+            ]
+            self.visitor_phone = request.visitor_phone
+            prompt = request.subscriber.whisper_prompt
+            self.whisper = (f"sound:{prompt}",) if prompt else self.settings.whisper
             request.attempt_count += 1
-            attempt = CallAttempt(
-                request_id=request.id,
-                number=request.attempt_count,
-                agent_id=agent.id if agent else None,
-            )
+            attempt = CallAttempt(request_id=request.id, number=request.attempt_count)
             session.add(attempt)
             session.commit()
             self.attempt_id = attempt.id
-            return (agent.name, request.visitor_phone) if agent else None
 
     def _update_attempt(self, **values: object) -> None:
         with self.sessions() as session:
@@ -177,27 +184,34 @@ class AgentFirstCall:
     # --- the call ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        found = await asyncio.to_thread(self._begin_attempt)
-        if found is None:
-            await asyncio.to_thread(self._close, 0, "no agent is assigned")
-            self._finish()
-            return
-        agent_name, visitor_phone = found
-        self.agent_channel = f"cb-{self.attempt_id}-agent-{self.request_id[:8]}"
-        await asyncio.to_thread(self._update_attempt, agent_channel_id=self.agent_channel)
-        try:
-            await self.ari.originate(
-                f"PJSIP/{agent_name}",
-                app=self.settings.app,
-                app_args=app_args(self.request_id, "agent"),
-                caller_id=visitor_phone,
-                timeout=self.settings.agent_ring_seconds,
-                channel_id=self.agent_channel,
+        await asyncio.to_thread(self._begin_attempt)
+        await self._ring_next_agent(0, "no agent is assigned")
+
+    async def _ring_next_agent(self, last_cause: int, last_text: str) -> None:
+        """Ring the next agent in order; when none is left, the attempt has failed."""
+        while self.agents:
+            agent_id, agent_name = self.agents.pop(0)
+            self.agent_channel = f"cb-{self.attempt_id}-{agent_name}-{self.request_id[:8]}"
+            await asyncio.to_thread(
+                self._update_attempt, agent_id=agent_id, agent_channel_id=self.agent_channel
             )
-        except AriError as exc:
-            log.warning("request %s: agent originate failed: %s", self.request_id, exc)
-            await asyncio.to_thread(self._close, 0, f"originate failed: {exc.message}")
-            self._finish()
+            try:
+                await self.ari.originate(
+                    f"PJSIP/{agent_name}",
+                    app=self.settings.app,
+                    app_args=app_args(self.request_id, "agent"),
+                    caller_id=self.visitor_phone,
+                    timeout=self.settings.agent_ring_seconds,
+                    channel_id=self.agent_channel,
+                )
+            except AriError as exc:
+                log.warning("request %s: ringing %s failed: %s", self.request_id, agent_name, exc)
+                last_cause, last_text = 0, f"could not ring {agent_name}: {exc.message}"
+                continue
+            return
+        self.agent_channel = None
+        await asyncio.to_thread(self._close, last_cause, last_text)
+        self._finish()
 
     async def handle(self, event: Event) -> None:
         if self.finished:
@@ -220,7 +234,7 @@ class AgentFirstCall:
     async def _agent_answered(self) -> None:
         await asyncio.to_thread(self._update_attempt, answered_at=utcnow())
         assert self.agent_channel is not None
-        await self.ari.play(self.agent_channel, self.settings.whisper)
+        await self.ari.play(self.agent_channel, list(self.whisper))
         self._accept_timer = asyncio.create_task(self._accept_deadline())
 
     async def _accept_deadline(self) -> None:
@@ -263,15 +277,34 @@ class AgentFirstCall:
         )
 
     async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:
+        if channel_id == self.agent_channel and not self.accepted:
+            # Busy, no answer, rejected, or did not press 1: the next agent, same attempt.
+            if self._accept_timer is not None:
+                self._accept_timer.cancel()
+            log.info("request %s: agent gone (%s %s)", self.request_id, cause, cause_text)
+            await self._ring_next_agent(cause, cause_text)
+            return
         self.finished = True
         if self._accept_timer is not None:
             self._accept_timer.cancel()
+        visitor_never_answered = channel_id == self.visitor_channel and self.bridge_id is None
+        if visitor_never_answered and self.agent_channel is not None:
+            await self._tell_agent_and_release(self.agent_channel)
         for other in self.channels - {channel_id}:
             await self.ari.hangup(other)
         if self.bridge_id is not None:
             await self.ari.destroy_bridge(self.bridge_id)
         await asyncio.to_thread(self._close, cause, cause_text)
         self._finish()
+
+    async def _tell_agent_and_release(self, agent_channel: str) -> None:
+        """The visitor did not answer: the agent hears why before the line drops."""
+        try:
+            await self.ari.ring_stop(agent_channel)
+            await self.ari.play(agent_channel, list(self.settings.visitor_unreachable))
+        except AriError:
+            return
+        await asyncio.sleep(self.settings.unreachable_seconds)
 
     def _finish(self) -> None:
         self.finished = True

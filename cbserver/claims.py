@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cbserver.models import CallbackRequest, CallOrder, RequestStatus
-from cbserver.states import StaleRequest, transition
+from cbserver.states import IllegalTransition, StaleRequest, transition
 
 LEASE = timedelta(minutes=2)
 CANDIDATES = 5
@@ -22,6 +22,31 @@ def first_status(request: CallbackRequest) -> RequestStatus:
     if request.subscriber.call_order == CallOrder.VISITOR_FIRST:
         return RequestStatus.DIALING_VISITOR
     return RequestStatus.DIALING_AGENT
+
+
+def promote_due(session: Session, now: datetime) -> int:
+    """Retries and booked slots whose time has come go back in the queue; how many. Committed."""
+    due = session.scalars(
+        select(CallbackRequest).where(
+            CallbackRequest.status.in_((RequestStatus.RETRY_WAIT, RequestStatus.SCHEDULED)),
+            CallbackRequest.due_at <= now,
+        )
+    ).all()
+    moved = 0
+    for request in due:
+        reason = (
+            "time for another try"
+            if request.status == RequestStatus.RETRY_WAIT
+            else ("the booked time has come")
+        )
+        try:
+            transition(session, request, RequestStatus.QUEUED, reason, now=now)
+        except (StaleRequest, IllegalTransition):
+            session.rollback()
+            continue
+        session.commit()
+        moved += 1
+    return moved
 
 
 def claim_next(session: Session, worker_id: str, now: datetime) -> CallbackRequest | None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver.ari import AriClient, AriConfig
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings
-from cbserver.claims import claim_next
+from cbserver.claims import claim_next, promote_due
 from cbserver.models import utcnow
 
 log = logging.getLogger("cbserver.worker")
@@ -55,6 +55,7 @@ class Worker:
 
     def _claim(self) -> str | None:
         with self.sessions() as session:
+            promote_due(session, utcnow())
             request = claim_next(session, self.name, utcnow())
             return request.id if request else None
 
@@ -80,6 +81,7 @@ class Worker:
                 events.cancel()
                 with suppress(asyncio.CancelledError):
                     await events
+                await app.stop()
 
 
 class WorkerThread:

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import db
+from cbserver.agents import add_agent, list_agents
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.callflow import CallSettings
 from cbserver.config import Settings
@@ -177,3 +178,86 @@ async def test_an_attempt_that_does_not_connect_is_recorded_and_retried(
         assert request.due_at > attempt.ended_at, "the retry is due after the interval"
         assert request.claimed_by is None
         assert f"attempt 1 {outcome}; trying again later" in request.events[-1].reason
+
+
+@pytest.fixture
+def backup(
+    asterisk: AsteriskInstance, sessions: sessionmaker[Session], plumber: Business, ports: Ports
+) -> str:
+    """A second agent, after alice, with a phone on the bob port; Asterisk knows it at once."""
+    with sessions() as session:
+        agent = session.scalars(select(Agent).where(Agent.name == "backup")).first()
+        if agent is None:
+            agent = add_agent(
+                session, "backup", contact=f"sip:backup@127.0.0.1:{ports.bob}", dtmf_mode="info"
+            ).agent
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.slug == plumber.slug)
+        ).one()
+        subscriber.assignments.append(AgentAssignment(agent=agent, priority=20))
+        session.commit()
+        asterisk.sync_agents(list_agents(session, active_only=True))
+    return "backup"
+
+
+async def test_a_busy_agent_fails_over_to_the_next_within_the_same_attempt(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    backup: str,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    alice = sipp("alice", ports.alice, "agent_busy.xml")
+    second = sipp("backup", ports.bob, "agent_accepts.xml", "-d", "1000")
+    sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
+    request_id = ask_for_a_call_back(settings, engine, worker, plumber)
+
+    await until(
+        lambda: status_of(sessions, request_id) == "completed",
+        within=30,
+        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
+    )
+    assert alice.received("INVITE")
+    assert second.received("INVITE")
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        [attempt] = request.attempts
+        assert attempt.outcome == "answered"
+        assert attempt.agent is not None
+        assert attempt.agent.name == backup
+
+
+async def test_a_failed_attempt_is_retried_when_due_and_then_succeeds(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    with sessions() as session:
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.slug == plumber.slug)
+        ).one()
+        subscriber.retry_interval_seconds = 2
+        session.commit()
+    busy = sipp("alice", ports.alice, "agent_busy.xml")
+    sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
+    request_id = ask_for_a_call_back(settings, engine, worker, plumber)
+    await until(lambda: status_of(sessions, request_id) == "retry_wait", within=20)
+    busy.stop()
+    sipp("alice-again", ports.alice, "agent_accepts.xml", "-d", "1000")
+
+    await until(
+        lambda: status_of(sessions, request_id) == "completed",
+        within=30,
+        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
+    )
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        assert [a.outcome for a in request.attempts] == ["busy", "answered"]
+        assert "queued" in [e.to_status for e in request.events[1:]], "back in the queue when due"

@@ -109,3 +109,26 @@ def test_an_e164_number_becomes_a_trunk_dial_string(number: str) -> None:
 def test_anything_else_never_becomes_a_dial_string(number: str) -> None:
     with pytest.raises(UnsafeNumber):
         trunk_endpoint(number)
+
+
+@pytest.mark.usefixtures("acme")
+def test_retries_and_booked_slots_come_back_in_the_queue_when_due(session: Session) -> None:
+    from cbserver.claims import promote_due
+    from cbserver.models import CallbackRequest
+    from cbserver.states import transition
+
+    retry = ask(session, "+12015550123", NOW)
+    booked = ask(session, "+12015550124", NOW, when=(NOW + timedelta(minutes=5)).isoformat())
+    later = ask(session, "+12015550125", NOW, when=(NOW + timedelta(hours=1)).isoformat())
+    request = session.get_one(CallbackRequest, retry)
+    transition(session, request, RequestStatus.DIALING_AGENT, "test")
+    transition(
+        session, request, RequestStatus.RETRY_WAIT, "busy", due_at=NOW + timedelta(minutes=2)
+    )
+    session.commit()
+
+    assert promote_due(session, NOW + timedelta(minutes=1)) == 0
+    assert promote_due(session, NOW + timedelta(minutes=10)) == 2
+    statuses = {rid: session.get_one(CallbackRequest, rid).status for rid in (retry, booked, later)}
+    assert statuses == {retry: "queued", booked: "queued", later: "scheduled"}
+    assert session.get_one(CallbackRequest, retry).events[-1].reason == "time for another try"
