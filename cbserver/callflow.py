@@ -45,6 +45,9 @@ class CallSettings:
     # What the agent hears when the visitor cannot be reached, before being released.
     visitor_unreachable: tuple[str, ...] = ("sound:sorry", "sound:please-try-call-later")
     unreachable_seconds: float = 4.0
+    # Visitor first: what the visitor hears on answering, and when no agent can take the call.
+    visitor_greeting: tuple[str, ...] = ("sound:one-moment-please",)
+    no_agent: tuple[str, ...] = ("sound:sorry", "sound:tt-allbusy")
 
 
 def app_args(request_id: str, leg: str) -> list[str]:
@@ -210,7 +213,10 @@ class AgentFirstCall:
                 continue
             return
         self.agent_channel = None
-        await asyncio.to_thread(self._close, last_cause, last_text)
+        await self._no_agent_left(last_cause, last_text)
+
+    async def _no_agent_left(self, cause: int, cause_text: str) -> None:
+        await asyncio.to_thread(self._close, cause, cause_text)
         self._finish()
 
     async def handle(self, event: Event) -> None:
@@ -309,3 +315,70 @@ class AgentFirstCall:
     def _finish(self) -> None:
         self.finished = True
         self.on_finished(self)
+
+
+class VisitorFirstCall(AgentFirstCall):
+    """Visitor first: call the visitor, hold them with music while agents ring, then bridge."""
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._begin_attempt)
+        endpoint, caller_id = await asyncio.to_thread(self._visitor_call)
+        self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
+        await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
+        try:
+            await self.ari.originate(
+                endpoint,
+                app=self.settings.app,
+                app_args=app_args(self.request_id, "visitor"),
+                caller_id=caller_id,
+                timeout=self.settings.visitor_ring_seconds,
+                channel_id=self.visitor_channel,
+            )
+        except AriError as exc:
+            await asyncio.to_thread(self._close, 0, f"originate failed: {exc.message}")
+            self._finish()
+
+    async def _visitor_answered(self) -> None:
+        assert self.visitor_channel is not None
+        if not await asyncio.to_thread(
+            self._move, RequestStatus.DIALING_AGENT, "the visitor answered; calling an agent"
+        ):
+            return
+        await self.ari.play(self.visitor_channel, list(self.settings.visitor_greeting))
+        await self.ari.start_moh(self.visitor_channel)
+        await self._ring_next_agent(0, "no agent is assigned")
+
+    async def _agent_accepted(self) -> None:
+        self.accepted = True
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+        assert self.agent_channel is not None
+        assert self.visitor_channel is not None
+        await self.ari.stop_moh(self.visitor_channel)
+        bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
+        self.bridge_id = bridge.id
+        await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
+        await asyncio.to_thread(
+            self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
+        )
+
+    async def _no_agent_left(self, cause: int, cause_text: str) -> None:
+        """Nobody could take the call: the visitor hears so, and the attempt fails."""
+        visitor = self.visitor_channel
+        if visitor is not None:
+            try:
+                await self.ari.stop_moh(visitor)
+                await self.ari.play(visitor, list(self.settings.no_agent))
+                await asyncio.sleep(self.settings.unreachable_seconds)
+            except AriError:
+                pass
+            self.finished = True
+            await self.ari.hangup(visitor)
+        await asyncio.to_thread(self._close, cause, cause_text)
+        self._finish()
+
+    async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:
+        if channel_id == self.visitor_channel and self.agent_channel is not None:
+            # The visitor left while agents rang: stop ringing them.
+            self.agents.clear()
+        await super()._hung_up(channel_id, cause, cause_text)

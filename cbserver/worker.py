@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.ari import AriClient, AriConfig
 from cbserver.ari_app import StasisApp
-from cbserver.callflow import AgentFirstCall, CallSettings
+from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
 from cbserver.claims import claim_next, promote_due
-from cbserver.models import utcnow
+from cbserver.models import RequestStatus, utcnow
 
 log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
@@ -53,11 +53,14 @@ class Worker:
             for task in waits:
                 task.cancel()
 
-    def _claim(self) -> str | None:
+    def _claim(self) -> tuple[str, bool] | None:
+        """The claimed request's id, and whether its business calls the visitor first."""
         with self.sessions() as session:
             promote_due(session, utcnow())
             request = claim_next(session, self.name, utcnow())
-            return request.id if request else None
+            if request is None:
+                return None
+            return request.id, request.status == RequestStatus.DIALING_VISITOR
 
     async def run(self, stop: asyncio.Event) -> None:
         async with AriClient(self.ari_config) as ari:
@@ -67,11 +70,11 @@ class Worker:
                 await app.connected.wait()
                 log.info("worker %s: Stasis app %s registered", self.name, self.ari_config.app)
                 while not stop.is_set():
-                    request_id = await asyncio.to_thread(self._claim)
-                    if request_id is not None:
-                        call = AgentFirstCall(
-                            ari, self.sessions, self.call_settings, request_id, app.remove
-                        )
+                    claimed = await asyncio.to_thread(self._claim)
+                    if claimed is not None:
+                        request_id, visitor_first = claimed
+                        flow = VisitorFirstCall if visitor_first else AgentFirstCall
+                        call = flow(ari, self.sessions, self.call_settings, request_id, app.remove)
                         app.add(call)
                         await call.start()
                         continue

@@ -261,3 +261,44 @@ async def test_a_failed_attempt_is_retried_when_due_and_then_succeeds(
         request = session.get_one(CallbackRequest, request_id)
         assert [a.outcome for a in request.attempts] == ["busy", "answered"]
         assert "queued" in [e.to_status for e in request.events[1:]], "back in the queue when due"
+
+
+async def test_visitor_first_calls_the_visitor_then_the_agent_and_bridges_them(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    with sessions() as session:
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.slug == plumber.slug)
+        ).one()
+        subscriber.call_order = "visitor_first"
+        session.commit()
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    # The visitor holds (greeting, music) while alice rings, hears the whisper, presses 1.
+    visitor = sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "8000")
+    request_id = ask_for_a_call_back(settings, engine, worker, plumber)
+
+    await until(
+        lambda: status_of(sessions, request_id) == "completed",
+        within=40,
+        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
+    )
+    [trunk_invite] = visitor.received("INVITE")
+    assert trunk_invite.request_uri == f"sip:{VISITOR}@127.0.0.1:{ports.trunk}"
+    assert alice.received("INVITE")
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        assert [e.to_status for e in request.events] == [
+            "queued",
+            "dialing_visitor",
+            "dialing_agent",
+            "connected",
+            "completed",
+        ]
+        [attempt] = request.attempts
+        assert attempt.outcome == "answered"
