@@ -10,7 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from cbserver.ari import AriClient, Event, StreamConnected, StreamDisconnected
+from cbserver.ari import (
+    AriClient,
+    AriNotFound,
+    Event,
+    StreamConnected,
+    StreamDisconnected,
+    parse_event,
+)
 from cbserver.callflow import AgentFirstCall
 
 log = logging.getLogger("cbserver.ari_app")
@@ -23,16 +30,23 @@ class StasisApp:
         self.connected = asyncio.Event()
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._consumers: dict[str, asyncio.Task[None]] = {}
+        self.connected_before = False
+        # Set while no call is live: what a stopping worker waits for.
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def add(self, call: AgentFirstCall) -> None:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self.calls[call.request_id] = call
+        self.idle.clear()
         self._queues[call.request_id] = queue
         self._consumers[call.request_id] = asyncio.create_task(self._consume(call, queue))
 
     def remove(self, call: AgentFirstCall) -> None:
         self.calls.pop(call.request_id, None)
         self._queues.pop(call.request_id, None)
+        if not self.calls:
+            self.idle.set()
         consumer = self._consumers.pop(call.request_id, None)
         if consumer is not None and consumer is not asyncio.current_task():
             consumer.cancel()
@@ -57,6 +71,9 @@ class StasisApp:
     async def run(self) -> None:
         async for item in self.ari.events():
             if isinstance(item, StreamConnected):
+                if self.connected_before:
+                    await self.reconcile()
+                self.connected_before = True
                 self.connected.set()
             elif isinstance(item, StreamDisconnected):
                 self.connected.clear()
@@ -64,6 +81,29 @@ class StasisApp:
                 queue = self._queues.get(call.request_id)
                 if queue is not None:
                     queue.put_nowait(item)
+
+    async def reconcile(self) -> None:
+        """After a reconnect: a channel that vanished meanwhile (Asterisk restarted) will never
+        send its ChannelDestroyed, so the call hears of it from here, in order with its events."""
+        for call in list(self.calls.values()):
+            for channel_id in call.channels:
+                try:
+                    await self.ari.get_channel(channel_id)
+                except AriNotFound:
+                    log.warning("request %s: channel %s vanished", call.request_id, channel_id)
+                    gone = parse_event(
+                        {
+                            "type": "ChannelDestroyed",
+                            "application": self.ari.config.app,
+                            "timestamp": "",
+                            "channel": {"id": channel_id},
+                            "cause": 0,
+                            "cause_txt": "lost while Asterisk was unreachable",
+                        }
+                    )
+                    queue = self._queues.get(call.request_id)
+                    if queue is not None:
+                        queue.put_nowait(gone)
 
     async def stop(self) -> None:
         for consumer in list(self._consumers.values()):

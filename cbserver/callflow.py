@@ -312,6 +312,20 @@ class AgentFirstCall:
             return
         await asyncio.sleep(self.settings.unreachable_seconds)
 
+    async def abandon(self, reason: str) -> None:
+        """End the call now (the worker stops): hang up, and close the request honestly."""
+        if self.finished:
+            return
+        self.finished = True
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+        for channel in self.channels:
+            await self.ari.hangup(channel)
+        if self.bridge_id is not None:
+            await self.ari.destroy_bridge(self.bridge_id)
+        await asyncio.to_thread(self._close, 0, reason)
+        self._finish()
+
     def _finish(self) -> None:
         self.finished = True
         self.on_finished(self)

@@ -33,11 +33,13 @@ class Worker:
         *,
         name: str | None = None,
         call_settings: CallSettings | None = None,
+        drain_seconds: float = 60.0,
     ) -> None:
         self.ari_config = ari_config
         self.sessions = sessions
         self.name = name or worker_id()
         self.call_settings = call_settings or CallSettings(app=ari_config.app)
+        self.drain_seconds = drain_seconds
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -52,6 +54,15 @@ class Worker:
         finally:
             for task in waits:
                 task.cancel()
+
+    async def _drain(self, app: StasisApp) -> None:
+        """Stopping: claim nothing more, let live calls end (bounded), end the rest honestly."""
+        if app.calls:
+            log.info("worker %s: waiting for %d live call(s)", self.name, len(app.calls))
+        with suppress(TimeoutError):
+            await asyncio.wait_for(app.idle.wait(), self.drain_seconds)
+        for call in list(app.calls.values()):
+            await call.abandon("the worker stopped before the call ended")
 
     def _claim(self) -> tuple[str, bool] | None:
         """The claimed request's id, and whether its business calls the visitor first."""
@@ -80,6 +91,7 @@ class Worker:
                         continue
                     self._wake.clear()
                     await self._idle(stop)
+                await self._drain(app)
             finally:
                 events.cancel()
                 with suppress(asyncio.CancelledError):

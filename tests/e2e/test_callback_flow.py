@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -128,10 +130,14 @@ async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
 
 
 def ask_for_a_call_back(
-    settings: Settings, engine: Engine, worker: Worker, business: Business
+    settings: Settings,
+    engine: Engine,
+    worker: Worker,
+    business: Business,
+    phone: str = VISITOR,
 ) -> str:
     web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
-    created = web.post("/api/v1/callbacks", json={"subscriber": business.slug, "phone": VISITOR})
+    created = web.post("/api/v1/callbacks", json={"subscriber": business.slug, "phone": phone})
     assert created.status_code == 201
     return str(created.json["id"])  # type: ignore[index]
 
@@ -302,3 +308,76 @@ async def test_visitor_first_calls_the_visitor_then_the_agent_and_bridges_them(
         ]
         [attempt] = request.attempts
         assert attempt.outcome == "answered"
+
+
+async def test_a_stopping_worker_claims_nothing_more_and_ends_live_calls_honestly(
+    asterisk: AsteriskInstance,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    visitor = sipp("trunk", ports.trunk, "uas_answer.xml")  # talks until hung up
+    stopping = Worker(
+        ari_config(asterisk, app=WORKER_APP),
+        sessions,
+        name="draining-worker",
+        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
+        drain_seconds=1,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(stopping.run(stop))
+    request_id = ask_for_a_call_back(settings, engine, stopping, plumber)
+    await until(lambda: status_of(sessions, request_id) == "connected", within=20)
+
+    stop.set()
+    later = ask_for_a_call_back(
+        settings, engine, stopping, Business(plumber.slug), phone="+12015550124"
+    )
+    await asyncio.wait_for(task, 15)
+
+    assert status_of(sessions, request_id) == "completed", "the talk happened: it is complete"
+    assert status_of(sessions, later) == "queued", "nothing was claimed after the stop"
+    await until(lambda: alice.received("BYE") and visitor.received("BYE"), within=5)
+    with sessions() as session:
+        [attempt] = session.get_one(CallbackRequest, request_id).attempts
+        assert attempt.hangup_cause_text == "the worker stopped before the call ended"
+        with_later = session.get_one(CallbackRequest, later)
+        with_later.status = "canceled"  # out of the way of later tests
+        session.commit()
+
+
+async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_on(
+    asterisk: AsteriskInstance,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    sipp("trunk", ports.trunk, "uas_answer.xml")
+    request_id = ask_for_a_call_back(settings, engine, worker, plumber)
+    await until(lambda: status_of(sessions, request_id) == "connected", within=20)
+
+    # A crash, not a stop: a stopping Asterisk hangs its channels up itself and says so.
+    pid = asterisk.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: asterisk.pid() is None, within=10, message="Asterisk gone")
+    with sessions() as session:
+        asterisk.start(list_agents(session, active_only=True), progress=print)
+
+    await until(
+        lambda: status_of(sessions, request_id) == "completed",
+        within=20,
+        message=lambda: f"closed; it is {status_of(sessions, request_id)}",
+    )
+    with sessions() as session:
+        [attempt] = session.get_one(CallbackRequest, request_id).attempts
+        assert attempt.hangup_cause_text == "lost while Asterisk was unreachable"
