@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver.models import CallbackRequest, RequestStatus, Subscriber
+from cbserver.models import CallAttempt, CallbackRequest, RequestStatus, Subscriber
 from cbserver.web import services
 
 blueprint = Blueprint("metrics", __name__)
@@ -47,6 +47,24 @@ class CallbackRequestsByStatus(Collector):
             for status in RequestStatus:
                 family.add_metric([slug, status.value], counts.get((slug, status.value), 0))
         yield family
+        yield self._attempts()
+
+    def _attempts(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "cbserver_call_attempts",
+            "Call attempts by subscriber and outcome (in_progress until they end).",
+            labels=["subscriber", "outcome"],
+        )
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Subscriber.slug, CallAttempt.outcome, func.count())
+                .join(CallbackRequest, CallAttempt.request_id == CallbackRequest.id)
+                .join(Subscriber, CallbackRequest.subscriber_id == Subscriber.id)
+                .group_by(Subscriber.slug, CallAttempt.outcome)
+            ).all()
+        for slug, outcome, count in rows:
+            family.add_metric([slug, outcome or "in_progress"], count)
+        return family
 
 
 class Metrics:

@@ -6,7 +6,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver.models import CallAttempt
 from tests.web.conftest import US_MOBILE
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
@@ -50,3 +52,22 @@ def test_metrics_are_not_shown_outside_the_allowed_networks(app: Flask) -> None:
     outside = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert outside.status_code == 404
     assert "cbserver_callback_requests" not in outside.get_data(as_text=True)
+
+
+def test_attempts_are_counted_by_outcome(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    created = client.post("/api/v1/callbacks", json={"subscriber": "acme", "phone": US_MOBILE})
+    request_id = created.json["id"]  # type: ignore[index]
+    with sessions() as session:
+        session.add_all(
+            [
+                CallAttempt(request_id=request_id, number=1, outcome="busy"),
+                CallAttempt(request_id=request_id, number=2),
+            ]
+        )
+        session.commit()
+    found = scrape(client)
+    assert found[("cbserver_call_attempts", (("outcome", "busy"), ("subscriber", "acme")))] == 1
+    in_progress = (("outcome", "in_progress"), ("subscriber", "acme"))
+    assert found[("cbserver_call_attempts", in_progress)] == 1
