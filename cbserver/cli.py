@@ -599,7 +599,7 @@ def worker_command(obj: Context) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await Worker(_ari_config(obj), sessions).run(stop)
+        await Worker(_ari_config(obj), sessions, wake_port=obj.settings.worker_wake_port).run(stop)
 
     asyncio.run(serve())
 

@@ -57,6 +57,8 @@ class Settings:
     web_port: int = 8280
     # Signs CSRF tokens; generated once into <state_dir>/secret_key when left empty.
     secret_key: str = ""
+    # The web wakes a worker in another process with a datagram to this loopback port.
+    worker_wake_port: int = 8281
     # Who may read /metrics (per-business figures): comma-separated networks.
     metrics_networks: str = "127.0.0.0/8,::1/128"
 
@@ -135,6 +137,7 @@ class Settings:
             "rtp_port_start",
             "rtp_port_end",
             "web_port",
+            "worker_wake_port",
         ):
             port = getattr(self, name)
             if not 1 <= port <= 65535:

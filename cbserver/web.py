@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
@@ -18,6 +19,7 @@ from cbserver import db, i18n
 from cbserver.config import Settings
 from cbserver.errors import CbError
 from cbserver.i18n import _
+from cbserver.worker import wake_by_datagram
 
 MAX_BODY_BYTES = 16 * 1024
 log = logging.getLogger("cbserver.web")
@@ -30,10 +32,6 @@ class WebServices:
     sessions: sessionmaker[Session]
     # Tells the worker a request was stored, so it is dialled now rather than at the next poll.
     wake_worker: Callable[[], None]
-
-
-def _no_worker() -> None:
-    return None
 
 
 def request_stored(created: bool) -> None:
@@ -71,7 +69,7 @@ def create_app(
     *,
     settings: Settings | None = None,
     engine: Engine | None = None,
-    wake_worker: Callable[[], None] = _no_worker,
+    wake_worker: Callable[[], None] | None = None,
 ) -> Flask:
     """The web app. Forms check their own CSRF token, so a stale one re-shows the visitor's
     input with a message instead of a bare 400 page; the JSON API takes no cookies."""
@@ -88,6 +86,9 @@ def create_app(
     )
     app.config.update(config or {})
     engine = engine or db.make_engine(settings.effective_database_url)
+    if wake_worker is None:
+        port = settings.worker_wake_port
+        wake_worker = partial(wake_by_datagram, port)
     app.extensions["cbserver"] = WebServices(
         settings, engine, db.make_session_factory(engine), wake_worker
     )

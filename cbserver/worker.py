@@ -7,7 +7,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +21,20 @@ from cbserver.models import RequestStatus, utcnow
 
 log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
+
+
+def wake_by_datagram(port: int) -> None:
+    """Wake a worker in another process on this host; if none listens, nothing happens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender, suppress(OSError):
+        sender.sendto(b"wake", ("127.0.0.1", port))
+
+
+class _WakeProtocol(asyncio.DatagramProtocol):
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.wake()
 
 
 def worker_id() -> str:
@@ -34,12 +50,16 @@ class Worker:
         name: str | None = None,
         call_settings: CallSettings | None = None,
         drain_seconds: float = 60.0,
+        poll_seconds: float = POLL_SECONDS,
+        wake_port: int | None = None,
     ) -> None:
         self.ari_config = ari_config
         self.sessions = sessions
         self.name = name or worker_id()
         self.call_settings = call_settings or CallSettings(app=ari_config.app)
         self.drain_seconds = drain_seconds
+        self.poll_seconds = poll_seconds
+        self.wake_port = wake_port
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -50,7 +70,9 @@ class Worker:
         """Until stopped, woken, or the next poll: polling is the fallback, not the path."""
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())}
         try:
-            await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for task in waits:
                 task.cancel()
@@ -74,6 +96,31 @@ class Worker:
             return request.id, request.status == RequestStatus.DIALING_VISITOR
 
     async def run(self, stop: asyncio.Event) -> None:
+        listener = await self._listen_for_wakes()
+        try:
+            await self._serve(stop)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    async def _listen_for_wakes(self) -> asyncio.DatagramTransport | None:
+        if self.wake_port is None:
+            return None
+        try:
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _WakeProtocol(self.wake), local_addr=("127.0.0.1", self.wake_port)
+            )
+        except OSError as exc:
+            log.warning(
+                "worker %s: cannot listen for wake-ups on 127.0.0.1:%d (%s); polling only",
+                self.name,
+                self.wake_port,
+                exc.strerror,
+            )
+            return None
+        return transport
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         async with AriClient(self.ari_config) as ari:
             app = StasisApp(ari)
             events = asyncio.create_task(app.run())

@@ -22,7 +22,7 @@ from cbserver.sipp import SippPeer
 from cbserver.web import create_app
 from cbserver.worker import Worker
 from tests.e2e.conftest import Ports, ari_config
-from tests.e2e.harness import until
+from tests.e2e.harness import free_ports, until
 
 WORKER_APP = "cbserver-worker-e2e"
 VISITOR = "+12015550123"
@@ -381,3 +381,40 @@ async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_
     with sessions() as session:
         [attempt] = session.get_one(CallbackRequest, request_id).attempts
         assert attempt.hangup_cause_text == "lost while Asterisk was unreachable"
+
+
+async def test_a_web_process_wakes_a_worker_process_at_once(
+    asterisk: AsteriskInstance,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    wake_port = free_ports(1)[0]
+    # Polling every minute: only the web's datagram can get this request dialled in time.
+    separate = Worker(
+        ari_config(asterisk, app=WORKER_APP),
+        sessions,
+        name="woken-worker",
+        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
+        poll_seconds=60,
+        wake_port=wake_port,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(separate.run(stop))
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
+    await asyncio.sleep(0.5)  # the worker's first poll passes before anything is due
+
+    web = create_app(settings=settings.replace(worker_wake_port=wake_port), engine=engine)
+    created = web.test_client().post(
+        "/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR}
+    )
+    assert created.status_code == 201
+    request_id = created.json["id"]  # type: ignore[index]
+    await until(lambda: alice.received("INVITE"), within=10, message="the agent ringing")
+    await until(lambda: status_of(sessions, request_id) == "completed", within=20)
+    stop.set()
+    await asyncio.wait_for(task, 15)
