@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-e2e lint format translations deps system-deps asterisk clean
+.PHONY: run test test-unit test-e2e lint format translations bench deps system-deps asterisk clean
 
 run: deps asterisk
 	$(BIN)/cbserver run --demo
@@ -20,14 +20,18 @@ test-unit: deps
 test-e2e: deps asterisk
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
+# Benchmarks print figures; they are not tests and never fail a build on timing.
+bench: deps asterisk
+	$(BIN)/python -m bench.dispatch_latency --count 100 --rate 20
+
 lint: deps
-	$(BIN)/ruff check cbserver tests
-	$(BIN)/ruff format --check cbserver tests
+	$(BIN)/ruff check cbserver tests bench
+	$(BIN)/ruff format --check cbserver tests bench
 	$(BIN)/mypy
 
 format: deps
-	$(BIN)/ruff check --fix cbserver tests
-	$(BIN)/ruff format cbserver tests
+	$(BIN)/ruff check --fix cbserver tests bench
+	$(BIN)/ruff format cbserver tests bench
 
 # After changing visitor-facing text: extract it, merge it into each language, compile.
 translations: deps

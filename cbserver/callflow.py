@@ -79,6 +79,7 @@ class AgentFirstCall:
         self.agents: list[tuple[int, str]] = []
         self.visitor_phone = ""
         self.whisper: tuple[str, ...] = settings.whisper
+        self.whisper_playback: str | None = None
 
     @property
     def channels(self) -> set[str]:
@@ -240,7 +241,10 @@ class AgentFirstCall:
     async def _agent_answered(self) -> None:
         await asyncio.to_thread(self._update_attempt, answered_at=utcnow())
         assert self.agent_channel is not None
-        await self.ari.play(self.agent_channel, list(self.whisper))
+        self.whisper_playback = f"{self.agent_channel}-whisper"
+        await self.ari.play(
+            self.agent_channel, list(self.whisper), playback_id=self.whisper_playback
+        )
         self._accept_timer = asyncio.create_task(self._accept_deadline())
 
     async def _accept_deadline(self) -> None:
@@ -261,7 +265,8 @@ class AgentFirstCall:
         self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
         await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
         assert self.agent_channel is not None
-        await self.ari.ring(self.agent_channel)
+        # The visitor first: ARI queues a channel's operations, so ringback for the agent
+        # would wait behind the whisper; the whisper is cut short, its job done.
         await self.ari.originate(
             endpoint,
             app=self.settings.app,
@@ -270,6 +275,9 @@ class AgentFirstCall:
             timeout=self.settings.visitor_ring_seconds,
             channel_id=self.visitor_channel,
         )
+        if self.whisper_playback is not None:
+            await self.ari.stop_playback(self.whisper_playback)
+        await self.ari.ring(self.agent_channel)
 
     async def _visitor_answered(self) -> None:
         assert self.agent_channel is not None
@@ -277,7 +285,12 @@ class AgentFirstCall:
         await self.ari.ring_stop(self.agent_channel)
         bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
         self.bridge_id = bridge.id
-        await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
+        try:
+            await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
+        except AriError as exc:
+            # One side hung up in this very moment: its ChannelDestroyed closes the attempt.
+            log.info("request %s: not bridged: %s", self.request_id, exc)
+            return
         await asyncio.to_thread(
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )

@@ -9,11 +9,12 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 # sipp's -trace_msg log: a dashed line with a time stamp, a header line, the message.
 _BLOCK = re.compile(
-    r"^-{10,} [^\n]*\nUDP message (?P<direction>received|sent)[^\n]*\n\n"
+    r"^-{10,} (?P<at>[^\n]*)\nUDP message (?P<direction>received|sent)[^\n]*\n\n"
     r"(?P<text>.*?)(?=^-{10,} |\Z)",
     re.MULTILINE | re.DOTALL,
 )
@@ -27,6 +28,8 @@ class SippError(RuntimeError):
 class SipMessage:
     direction: str
     text: str
+    # When sipp logged it, as a Unix time (sipp writes the local wall clock).
+    at: float | None = None
 
     @property
     def start_line(self) -> str:
@@ -174,7 +177,9 @@ class SippPeer:
         except FileNotFoundError:
             return []
         return [
-            SipMessage(m.group("direction"), m.group("text").strip("\n") + "\n")
+            SipMessage(
+                m.group("direction"), m.group("text").strip("\n") + "\n", _when(m.group("at"))
+            )
             for m in _BLOCK.finditer(text)
         ]
 
@@ -185,6 +190,13 @@ class SippPeer:
             for m in self.messages()
             if m.direction == "received" and (method is None or m.method == method)
         ]
+
+
+def _when(stamp: str) -> float | None:
+    try:
+        return datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    except ValueError:
+        return None
 
 
 def _udp_port_taken(host: str, port: int) -> bool:

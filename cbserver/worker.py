@@ -128,6 +128,9 @@ class Worker:
                 await app.connected.wait()
                 log.info("worker %s: Stasis app %s registered", self.name, self.ari_config.app)
                 while not stop.is_set():
+                    # Cleared before looking, never after: a wake-up that arrives while we
+                    # look must survive to end the idle wait at once.
+                    self._wake.clear()
                     claimed = await asyncio.to_thread(self._claim)
                     if claimed is not None:
                         request_id, visitor_first = claimed
@@ -136,7 +139,6 @@ class Worker:
                         app.add(call)
                         await call.start()
                         continue
-                    self._wake.clear()
                     await self._idle(stop)
                 await self._drain(app)
             finally:

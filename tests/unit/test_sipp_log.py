@@ -136,3 +136,9 @@ def test_peer_that_logged_nothing_has_no_messages(tmp_path: Path) -> None:
     peer = SippPeer(name="bob", port=5071, workdir=tmp_path, builtin="uas")
 
     assert peer.messages() == []
+
+
+def test_each_message_keeps_the_time_sipp_logged_it(peer: SippPeer) -> None:
+    times = [m.at for m in peer.messages()]
+    assert all(t is not None for t in times)
+    assert times == sorted(times), "in the order sipp logged them"

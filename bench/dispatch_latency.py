@@ -1,0 +1,278 @@
+"""Click-to-ring: how long from a visitor's POST to the agent's phone ringing, and to bridged.
+
+Runs a real Asterisk (cbserver's own config, free loopback ports), the web front end on a real
+HTTP port, and the worker, with sipp peers for the agent (answers, presses 1) and the trunk
+(answers, hangs up). It sends N submissions at a given rate and prints percentiles of
+
+- click-to-ring: the HTTP POST sent -> the agent's INVITE received by the sipp peer;
+- click-to-bridged: the HTTP POST sent -> the request's "connected" transition;
+
+and, in the same run, the floor: a ``.call`` spool file per call to the same agent peer, from
+the file landing in Asterisk's spool to the INVITE at the peer.
+
+    .venv/bin/python -m bench.dispatch_latency --count 100 --rate 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+from cbserver import agents, db
+from cbserver.ari import AriConfig
+from cbserver.asterisk.instance import AsteriskInstance
+from cbserver.callflow import CallSettings
+from cbserver.config import Settings
+from cbserver.models import AgentAssignment, CallbackRequest, RequestEvent, Subscriber
+from cbserver.serve import WebServer
+from cbserver.sipp import SippPeer
+from cbserver.web import create_app
+from cbserver.worker import Worker, WorkerThread
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "scenarios"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    while len(ports) < count:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        tcp = socket.socket()
+        try:
+            tcp.bind(("127.0.0.1", port))
+        except OSError:
+            udp.close()
+            continue
+        sockets += [udp, tcp]
+        ports.append(port)
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def percentiles(values: Sequence[float]) -> str:
+    if not values:
+        return "no samples"
+    ordered = sorted(values)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else []
+
+    def at(p: int) -> float:
+        return cuts[p - 1] if cuts else ordered[0]
+
+    return (
+        f"p50 {at(50) * 1000:7.1f} ms   p95 {at(95) * 1000:7.1f} ms   "
+        f"p99 {at(99) * 1000:7.1f} ms   max {ordered[-1] * 1000:7.1f} ms   n={len(ordered)}"
+    )
+
+
+def visitor_number(n: int) -> str:
+    return f"+1201555{n:04d}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100, help="submissions to send")
+    parser.add_argument("--rate", type=float, default=20.0, help="submissions per second")
+    parser.add_argument("--floor-count", type=int, default=50, help=".call files for the floor")
+    args = parser.parse_args(argv)
+
+    state = Path(tempfile.mkdtemp(prefix="cbserver-bench-"))
+    sip, http, ami, web_port, agent_port, trunk_port, wake = free_ports(7)
+    settings = Settings.load(
+        environ={
+            **os.environ,
+            "CBSERVER_STATE_DIR": str(state),
+            "CBSERVER_ASTERISK_INSTANCE": "bench",
+            "CBSERVER_SIP_PORT": str(sip),
+            "CBSERVER_HTTP_PORT": str(http),
+            "CBSERVER_AMI_PORT": str(ami),
+            "CBSERVER_WEB_PORT": str(web_port),
+            "CBSERVER_WORKER_WAKE_PORT": str(wake),
+            "CBSERVER_RTP_PORT_START": "42000",
+            "CBSERVER_RTP_PORT_END": "43999",
+            "CBSERVER_TRUNK_URI": f"sip:127.0.0.1:{trunk_port}",
+        }
+    )
+    engine = db.make_engine(settings.effective_database_url)
+    db.upgrade(engine)
+    sessions = db.make_session_factory(engine)
+    with sessions() as session:
+        agent = agents.add_agent(
+            session, "bench", contact=f"sip:bench@127.0.0.1:{agent_port}", dtmf_mode="info"
+        ).agent
+        business = Subscriber(
+            slug="bench", display_name="Bench", country="US", caller_id="+12015550100"
+        )
+        business.assignments.append(AgentAssignment(agent=agent, priority=1))
+        session.add(business)
+        session.commit()
+        known_agents = agents.list_agents(session)
+
+    instance = AsteriskInstance(settings)
+    print("starting Asterisk ...", file=sys.stderr)
+    instance.start(known_agents, progress=lambda line: print(line, file=sys.stderr))
+    agent_peer = SippPeer(
+        "agent",
+        agent_port,
+        state / "sipp",
+        scenario=SCENARIOS / "agent_accepts.xml",
+        extra_args=("-aa", "-d", "300", "-l", "1000"),
+    )
+    trunk_peer = SippPeer(
+        "trunk",
+        trunk_port,
+        state / "sipp",
+        scenario=SCENARIOS / "uas_answer_hangup.xml",
+        extra_args=("-aa", "-d", "300", "-l", "1000"),
+    )
+    keys = instance.secrets().ari
+    ari = AriConfig(instance.ari_url, keys.username, keys.password, settings.ari_app)
+    worker = WorkerThread(
+        Worker(ari, sessions, call_settings=CallSettings(app=settings.ari_app, accept_seconds=10))
+    )
+    web = WebServer(
+        create_app(settings=settings, engine=engine, wake_worker=worker.wake),
+        "127.0.0.1",
+        web_port,
+    )
+    try:
+        agent_peer.start()
+        trunk_peer.start()
+        worker.start()
+        web.start()
+        time.sleep(1.0)  # the worker's Stasis app registers
+        sent = submit(web.base_url, args.count, args.rate)
+        print(
+            f"sent {len(sent)} submissions at {args.rate}/s; waiting for the calls", file=sys.stderr
+        )
+        done = wait_for_completion(sessions, len(sent), timeout=60 + args.count / 2)
+        rings = invites_by_caller(agent_peer)
+        to_ring = [rings[phone] - at for phone, at in sent.items() if phone in rings]
+        to_bridged = bridged_after(sessions, sent)
+        floor = spool_floor(instance, agent_peer, args.floor_count)
+    finally:
+        web.stop()
+        worker.stop()
+        agent_peer.stop()
+        trunk_peer.stop()
+        instance.stop()
+        engine.dispose()
+
+    print(
+        f"\ncbserver dispatch latency: {args.count} submissions at {args.rate}/s, {done} completed"
+    )
+    print(f"  click-to-ring      {percentiles(to_ring)}")
+    print(f"  click-to-bridged   {percentiles(to_bridged)}")
+    print(f"  floor (.call file) {percentiles(floor)}")
+    return 0 if done == args.count and len(to_ring) == args.count else 1
+
+
+def submit(base_url: str, count: int, rate: float) -> dict[str, float]:
+    """POST each submission at its slot; the wall time each POST was sent, by visitor number."""
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for n in range(count):
+            slot = start + n / rate
+            while (delay := slot - time.monotonic()) > 0:
+                time.sleep(delay)
+            phone = visitor_number(n)
+            at = time.time()
+            answer = client.post("api/v1/callbacks", json={"subscriber": "bench", "phone": phone})
+            if answer.status_code == 201:
+                sent[phone] = at
+            else:
+                print(
+                    f"submission {n} refused: {answer.status_code} {answer.text}", file=sys.stderr
+                )
+    return sent
+
+
+def wait_for_completion(sessions: object, count: int, timeout: float) -> int:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    assert isinstance(sessions, sessionmaker)
+    factory: sessionmaker[Session] = sessions
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        with factory() as session:
+            done = len(
+                session.scalars(
+                    select(CallbackRequest.id).where(CallbackRequest.status == "completed")
+                ).all()
+            )
+        if done >= count:
+            break
+        time.sleep(0.5)
+    return done
+
+
+def invites_by_caller(peer: SippPeer) -> dict[str, float]:
+    """When each visitor's call rang the agent: the agent sees the visitor's number as caller."""
+    rings: dict[str, float] = {}
+    for message in peer.received("INVITE"):
+        sender = message.header("From") or ""
+        number = sender.split("sip:", 1)[-1].split("@", 1)[0]
+        if message.at is not None and number not in rings:
+            rings[number] = message.at
+    return rings
+
+
+def bridged_after(sessions: object, sent: dict[str, float]) -> list[float]:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    assert isinstance(sessions, sessionmaker)
+    factory: sessionmaker[Session] = sessions
+    delays = []
+    with factory() as session:
+        rows = session.execute(
+            select(CallbackRequest.visitor_phone, RequestEvent.at)
+            .join(RequestEvent, RequestEvent.request_id == CallbackRequest.id)
+            .where(RequestEvent.to_status == "connected")
+        ).all()
+    for phone, at in rows:
+        if phone in sent:
+            delays.append(at.timestamp() - sent[phone])
+    return delays
+
+
+def spool_floor(instance: AsteriskInstance, peer: SippPeer, count: int) -> list[float]:
+    """Asterisk's own fastest way in: a .call file moved into its spool, per call."""
+    spool = instance.directory / "spool" / "outgoing"
+    staging = instance.directory / "spool" / "staging"
+    staging.mkdir(exist_ok=True)
+    before = {m.text for m in peer.received("INVITE")}
+    moved: dict[str, float] = {}
+    for n in range(count):
+        caller = f"+1999555{n:04d}"
+        text = f"Channel: PJSIP/bench\nCallerID: <{caller}>\nApplication: Hangup\nMaxRetries: 0\n"
+        path = staging / f"floor-{n}.call"
+        path.write_text(text)
+        moved[caller] = time.time()
+        path.rename(spool / path.name)
+        time.sleep(0.05)
+    time.sleep(3)
+    delays = []
+    for message in peer.received("INVITE"):
+        if message.text in before or message.at is None:
+            continue
+        caller = (message.header("From") or "").split("sip:", 1)[-1].split("@", 1)[0]
+        if caller in moved:
+            delays.append(message.at - moved[caller])
+    return delays
+
+
+if __name__ == "__main__":
+    sys.exit(main())
