@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -59,16 +60,24 @@ def plumber(sessions: sessionmaker[Session], request: pytest.FixtureRequest) -> 
     return Business(slug)
 
 
+def make_worker(
+    asterisk: AsteriskInstance, sessions: sessionmaker[Session], name: str, **options: Any
+) -> Worker:
+    """A worker on the test's own Stasis app, quick to give up on an agent who does not accept."""
+    return Worker(
+        ari_config(asterisk, app=WORKER_APP),
+        sessions,
+        name=name,
+        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
+        **options,
+    )
+
+
 @pytest.fixture
 async def worker(
     asterisk: AsteriskInstance, sessions: sessionmaker[Session]
 ) -> AsyncIterator[Worker]:
-    running = Worker(
-        ari_config(asterisk, app=WORKER_APP),
-        sessions,
-        name="e2e-worker",
-        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
-    )
+    running = make_worker(asterisk, sessions, "e2e-worker")
     stop = asyncio.Event()
     task = asyncio.create_task(running.run(stop))
     yield running
@@ -79,6 +88,26 @@ async def worker(
 def status_of(sessions: sessionmaker[Session], request_id: str) -> str:
     with sessions() as session:
         return session.get_one(CallbackRequest, request_id).status
+
+
+async def reaches(
+    sessions: sessionmaker[Session], request_id: str, status: str, within: float
+) -> None:
+    await until(
+        lambda: status_of(sessions, request_id) == status,
+        within=within,
+        message=lambda: f"{status}; it is {status_of(sessions, request_id)}",
+    )
+
+
+def change(sessions: sessionmaker[Session], business: Business, **values: object) -> None:
+    with sessions() as session:
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.slug == business.slug)
+        ).one()
+        for name, value in values.items():
+            setattr(subscriber, name, value)
+        session.commit()
 
 
 async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
@@ -98,11 +127,7 @@ async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
     assert created.status_code == 201
     request_id = created.json["id"]  # type: ignore[index]
 
-    await until(
-        lambda: status_of(sessions, request_id) == "completed",
-        within=30,
-        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
-    )
+    await reaches(sessions, request_id, "completed", within=30)
 
     [agent_invite] = alice.received("INVITE")
     assert VISITOR in (agent_invite.header("From") or ""), "the agent sees who to call back"
@@ -169,11 +194,7 @@ async def test_an_attempt_that_does_not_connect_is_recorded_and_retried(
     visitor = sipp("trunk", ports.trunk, visitor_scenario)
     request_id = ask_for_a_call_back(settings, engine, worker, plumber)
 
-    await until(
-        lambda: status_of(sessions, request_id) == "retry_wait",
-        within=30,
-        message=lambda: f"retry_wait; it is {status_of(sessions, request_id)}",
-    )
+    await reaches(sessions, request_id, "retry_wait", within=30)
     assert alice.received("INVITE")
     assert bool(visitor.received("INVITE")) == visitor_dialled
     with sessions() as session:
@@ -221,11 +242,7 @@ async def test_a_busy_agent_fails_over_to_the_next_within_the_same_attempt(
     sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
     request_id = ask_for_a_call_back(settings, engine, worker, plumber)
 
-    await until(
-        lambda: status_of(sessions, request_id) == "completed",
-        within=30,
-        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
-    )
+    await reaches(sessions, request_id, "completed", within=30)
     assert alice.received("INVITE")
     assert second.received("INVITE")
     with sessions() as session:
@@ -245,24 +262,15 @@ async def test_a_failed_attempt_is_retried_when_due_and_then_succeeds(
     sipp: Callable[..., SippPeer],
     ports: Ports,
 ) -> None:
-    with sessions() as session:
-        subscriber = session.scalars(
-            select(Subscriber).where(Subscriber.slug == plumber.slug)
-        ).one()
-        subscriber.retry_interval_seconds = 2
-        session.commit()
+    change(sessions, plumber, retry_interval_seconds=2)
     busy = sipp("alice", ports.alice, "agent_busy.xml")
     sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
     request_id = ask_for_a_call_back(settings, engine, worker, plumber)
-    await until(lambda: status_of(sessions, request_id) == "retry_wait", within=20)
+    await reaches(sessions, request_id, "retry_wait", within=20)
     busy.stop()
     sipp("alice-again", ports.alice, "agent_accepts.xml", "-d", "1000")
 
-    await until(
-        lambda: status_of(sessions, request_id) == "completed",
-        within=30,
-        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
-    )
+    await reaches(sessions, request_id, "completed", within=30)
     with sessions() as session:
         request = session.get_one(CallbackRequest, request_id)
         assert [a.outcome for a in request.attempts] == ["busy", "answered"]
@@ -278,22 +286,13 @@ async def test_visitor_first_calls_the_visitor_then_the_agent_and_bridges_them(
     sipp: Callable[..., SippPeer],
     ports: Ports,
 ) -> None:
-    with sessions() as session:
-        subscriber = session.scalars(
-            select(Subscriber).where(Subscriber.slug == plumber.slug)
-        ).one()
-        subscriber.call_order = "visitor_first"
-        session.commit()
+    change(sessions, plumber, call_order="visitor_first")
     alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
     # The visitor holds (greeting, music) while alice rings, hears the whisper, presses 1.
     visitor = sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "8000")
     request_id = ask_for_a_call_back(settings, engine, worker, plumber)
 
-    await until(
-        lambda: status_of(sessions, request_id) == "completed",
-        within=40,
-        message=lambda: f"completed; it is {status_of(sessions, request_id)}",
-    )
+    await reaches(sessions, request_id, "completed", within=40)
     [trunk_invite] = visitor.received("INVITE")
     assert trunk_invite.request_uri == f"sip:{VISITOR}@127.0.0.1:{ports.trunk}"
     assert alice.received("INVITE")
@@ -321,17 +320,11 @@ async def test_a_stopping_worker_claims_nothing_more_and_ends_live_calls_honestl
 ) -> None:
     alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
     visitor = sipp("trunk", ports.trunk, "uas_answer.xml")  # talks until hung up
-    stopping = Worker(
-        ari_config(asterisk, app=WORKER_APP),
-        sessions,
-        name="draining-worker",
-        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
-        drain_seconds=1,
-    )
+    stopping = make_worker(asterisk, sessions, "draining-worker", drain_seconds=1)
     stop = asyncio.Event()
     task = asyncio.create_task(stopping.run(stop))
     request_id = ask_for_a_call_back(settings, engine, stopping, plumber)
-    await until(lambda: status_of(sessions, request_id) == "connected", within=20)
+    await reaches(sessions, request_id, "connected", within=20)
 
     stop.set()
     later = ask_for_a_call_back(
@@ -363,7 +356,7 @@ async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_
     sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
     sipp("trunk", ports.trunk, "uas_answer.xml")
     request_id = ask_for_a_call_back(settings, engine, worker, plumber)
-    await until(lambda: status_of(sessions, request_id) == "connected", within=20)
+    await reaches(sessions, request_id, "connected", within=20)
 
     # A crash, not a stop: a stopping Asterisk hangs its channels up itself and says so.
     pid = asterisk.pid()
@@ -373,11 +366,7 @@ async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_
     with sessions() as session:
         asterisk.start(list_agents(session, active_only=True), progress=print)
 
-    await until(
-        lambda: status_of(sessions, request_id) == "completed",
-        within=20,
-        message=lambda: f"closed; it is {status_of(sessions, request_id)}",
-    )
+    await reaches(sessions, request_id, "completed", within=20)
     with sessions() as session:
         [attempt] = session.get_one(CallbackRequest, request_id).attempts
         assert attempt.hangup_cause_text == "lost while Asterisk was unreachable"
@@ -394,14 +383,7 @@ async def test_a_web_process_wakes_a_worker_process_at_once(
 ) -> None:
     wake_port = free_ports(1)[0]
     # Polling every minute: only the web's datagram can get this request dialled in time.
-    separate = Worker(
-        ari_config(asterisk, app=WORKER_APP),
-        sessions,
-        name="woken-worker",
-        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
-        poll_seconds=60,
-        wake_port=wake_port,
-    )
+    separate = make_worker(asterisk, sessions, "woken-worker", poll_seconds=60, wake_port=wake_port)
     stop = asyncio.Event()
     task = asyncio.create_task(separate.run(stop))
     alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
@@ -415,6 +397,6 @@ async def test_a_web_process_wakes_a_worker_process_at_once(
     assert created.status_code == 201
     request_id = created.json["id"]  # type: ignore[index]
     await until(lambda: alice.received("INVITE"), within=10, message="the agent ringing")
-    await until(lambda: status_of(sessions, request_id) == "completed", within=20)
+    await reaches(sessions, request_id, "completed", within=20)
     stop.set()
     await asyncio.wait_for(task, 15)
