@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents, db
 from cbserver.ari import AriConfig
@@ -43,7 +44,8 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "scenarios"
 
 
 def free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
     while len(ports) < count:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
@@ -199,11 +201,7 @@ def submit(base_url: str, count: int, rate: float) -> dict[str, float]:
     return sent
 
 
-def wait_for_completion(sessions: object, count: int, timeout: float) -> int:
-    from sqlalchemy.orm import Session, sessionmaker
-
-    assert isinstance(sessions, sessionmaker)
-    factory: sessionmaker[Session] = sessions
+def wait_for_completion(factory: sessionmaker[Session], count: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline:
@@ -230,11 +228,7 @@ def invites_by_caller(peer: SippPeer) -> dict[str, float]:
     return rings
 
 
-def bridged_after(sessions: object, sent: dict[str, float]) -> list[float]:
-    from sqlalchemy.orm import Session, sessionmaker
-
-    assert isinstance(sessions, sessionmaker)
-    factory: sessionmaker[Session] = sessions
+def bridged_after(factory: sessionmaker[Session], sent: dict[str, float]) -> list[float]:
     delays = []
     with factory() as session:
         rows = session.execute(
