@@ -61,14 +61,18 @@ def plumber(sessions: sessionmaker[Session], request: pytest.FixtureRequest) -> 
 
 
 def make_worker(
-    asterisk: AsteriskInstance, sessions: sessionmaker[Session], name: str, **options: Any
+    asterisk: AsteriskInstance,
+    sessions: sessionmaker[Session],
+    name: str,
+    call_options: dict[str, Any] | None = None,
+    **options: Any,
 ) -> Worker:
     """A worker on the test's own Stasis app, quick to give up on an agent who does not accept."""
     return Worker(
         ari_config(asterisk, app=WORKER_APP),
         sessions,
         name=name,
-        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4),
+        call_settings=CallSettings(app=WORKER_APP, accept_seconds=4, **(call_options or {})),
         **options,
     )
 
@@ -400,3 +404,40 @@ async def test_a_web_process_wakes_a_worker_process_at_once(
     await reaches(sessions, request_id, "completed", within=20)
     stop.set()
     await asyncio.wait_for(task, 15)
+
+
+async def test_a_visitor_who_never_answers_is_retried_then_the_request_fails(
+    asterisk: AsteriskInstance,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    change(sessions, plumber, max_attempts=2, retry_interval_seconds=1)
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "500")
+    visitor = sipp("trunk", ports.trunk, "agent_no_answer.xml")  # rings, never answers
+    quick = make_worker(
+        asterisk,
+        sessions,
+        "patient-worker",
+        call_options={"visitor_ring_seconds": 2, "unreachable_seconds": 1},
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(quick.run(stop))
+    request_id = ask_for_a_call_back(settings, engine, quick, plumber)
+
+    await reaches(sessions, request_id, "failed", within=40)
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    assert len(visitor.received("INVITE")) == 2
+    assert len(visitor.received("CANCEL")) == 2, "each unanswered ring was given up"
+    assert len(alice.received("INVITE")) == 2
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        assert [(a.outcome, a.hangup_cause) for a in request.attempts] == [
+            ("no_answer", 19),
+            ("no_answer", 19),
+        ]
+        assert request.events[-1].reason == "attempt 2 no_answer; no attempts left"
