@@ -78,6 +78,7 @@ class AgentFirstCall:
         self._accept_timer: asyncio.Task[None] | None = None
         self.agents: list[tuple[int, str]] = []
         self.visitor_phone = ""
+        self.business_caller_id = ""
         self.whisper: tuple[str, ...] = settings.whisper
         self.whisper_playback: str | None = None
 
@@ -95,6 +96,7 @@ class AgentFirstCall:
                 (a.agent.id, a.agent.name) for a in request.subscriber.assignments if a.agent.active
             ]
             self.visitor_phone = request.visitor_phone
+            self.business_caller_id = request.subscriber.caller_id
             prompt = request.subscriber.whisper_prompt
             self.whisper = (f"sound:{prompt}",) if prompt else self.settings.whisper
             request.attempt_count += 1
@@ -125,9 +127,8 @@ class AgentFirstCall:
             return True
 
     def _visitor_call(self) -> tuple[str, str]:
-        with self.sessions() as session:
-            request = session.get_one(CallbackRequest, self.request_id)
-            return trunk_endpoint(request.visitor_phone), request.subscriber.caller_id
+        """The visitor's dial string (re-validated here, at dial time) and the caller ID."""
+        return trunk_endpoint(self.visitor_phone), self.business_caller_id
 
     def _close(self, cause: int, cause_text: str) -> None:
         """Complete the request, or record a failed attempt and retry or give up."""
@@ -247,6 +248,10 @@ class AgentFirstCall:
         )
         self._accept_timer = asyncio.create_task(self._accept_deadline())
 
+    def _stop_accept_timer(self) -> None:
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+
     async def _accept_deadline(self) -> None:
         await asyncio.sleep(self.settings.accept_seconds)
         if not self.accepted and self.agent_channel is not None:
@@ -255,13 +260,12 @@ class AgentFirstCall:
 
     async def _agent_accepted(self) -> None:
         self.accepted = True
-        if self._accept_timer is not None:
-            self._accept_timer.cancel()
+        self._stop_accept_timer()
         if not await asyncio.to_thread(
             self._move, RequestStatus.DIALING_VISITOR, "the agent accepted; calling the visitor"
         ):
             return
-        endpoint, caller_id = await asyncio.to_thread(self._visitor_call)
+        endpoint, caller_id = self._visitor_call()
         self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
         await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
         assert self.agent_channel is not None
@@ -298,14 +302,12 @@ class AgentFirstCall:
     async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:
         if channel_id == self.agent_channel and not self.accepted:
             # Busy, no answer, rejected, or did not press 1: the next agent, same attempt.
-            if self._accept_timer is not None:
-                self._accept_timer.cancel()
+            self._stop_accept_timer()
             log.info("request %s: agent gone (%s %s)", self.request_id, cause, cause_text)
             await self._ring_next_agent(cause, cause_text)
             return
         self.finished = True
-        if self._accept_timer is not None:
-            self._accept_timer.cancel()
+        self._stop_accept_timer()
         visitor_never_answered = channel_id == self.visitor_channel and self.bridge_id is None
         if visitor_never_answered and self.agent_channel is not None:
             await self._tell_agent_and_release(self.agent_channel)
@@ -330,8 +332,7 @@ class AgentFirstCall:
         if self.finished:
             return
         self.finished = True
-        if self._accept_timer is not None:
-            self._accept_timer.cancel()
+        self._stop_accept_timer()
         for channel in self.channels:
             await self.ari.hangup(channel)
         if self.bridge_id is not None:
@@ -349,7 +350,7 @@ class VisitorFirstCall(AgentFirstCall):
 
     async def start(self) -> None:
         await asyncio.to_thread(self._begin_attempt)
-        endpoint, caller_id = await asyncio.to_thread(self._visitor_call)
+        endpoint, caller_id = self._visitor_call()
         self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
         await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
         try:
@@ -377,8 +378,7 @@ class VisitorFirstCall(AgentFirstCall):
 
     async def _agent_accepted(self) -> None:
         self.accepted = True
-        if self._accept_timer is not None:
-            self._accept_timer.cancel()
+        self._stop_accept_timer()
         assert self.agent_channel is not None
         assert self.visitor_channel is not None
         await self.ari.stop_moh(self.visitor_channel)
