@@ -23,6 +23,8 @@ from cbserver.ari import (
     Event,
     StasisStart,
 )
+from cbserver.claims import Claim, channel_id
+from cbserver.db import DatabaseThread
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus, utcnow
 from cbserver.numbers import trunk_endpoint
 from cbserver.states import transition
@@ -60,26 +62,30 @@ class AgentFirstCall:
         self,
         ari: AriClient,
         sessions: sessionmaker[Session],
+        database: DatabaseThread,
         settings: CallSettings,
-        request_id: str,
+        claim: Claim,
         on_finished: Callable[[AgentFirstCall], None],
     ) -> None:
         self.ari = ari
         self.sessions = sessions
+        self.database = database
         self.settings = settings
-        self.request_id = request_id
+        self.claim = claim
+        self.request_id = claim.request_id
+        self.attempt_id = claim.attempt_id
         self.on_finished = on_finished
-        self.attempt_id: int | None = None
         self.agent_channel: str | None = None
         self.visitor_channel: str | None = None
         self.bridge_id: str | None = None
         self.accepted = False
         self.finished = False
         self._accept_timer: asyncio.Task[None] | None = None
-        self.agents: list[tuple[int, str]] = []
-        self.visitor_phone = ""
-        self.business_caller_id = ""
-        self.whisper: tuple[str, ...] = settings.whisper
+        self.agents = list(claim.agents)
+        self.visitor_phone = claim.visitor_phone
+        self.business_caller_id = claim.business_caller_id
+        prompt = claim.whisper_prompt
+        self.whisper = (f"sound:{prompt}",) if prompt else settings.whisper
         self.whisper_playback: str | None = None
 
     @property
@@ -88,23 +94,6 @@ class AgentFirstCall:
 
     # --- database steps (short transactions, run off the event loop) ------------------------
 
-    def _begin_attempt(self) -> None:
-        """Record the attempt, and learn whom to ring (in the subscriber's order) and how."""
-        with self.sessions() as session:
-            request = session.get_one(CallbackRequest, self.request_id)
-            self.agents = [
-                (a.agent.id, a.agent.name) for a in request.subscriber.assignments if a.agent.active
-            ]
-            self.visitor_phone = request.visitor_phone
-            self.business_caller_id = request.subscriber.caller_id
-            prompt = request.subscriber.whisper_prompt
-            self.whisper = (f"sound:{prompt}",) if prompt else self.settings.whisper
-            request.attempt_count += 1
-            attempt = CallAttempt(request_id=request.id, number=request.attempt_count)
-            session.add(attempt)
-            session.commit()
-            self.attempt_id = attempt.id
-
     def _update_attempt(self, **values: object) -> None:
         with self.sessions() as session:
             attempt = session.get_one(CallAttempt, self.attempt_id)
@@ -112,7 +101,8 @@ class AgentFirstCall:
                 setattr(attempt, name, value)
             session.commit()
 
-    def _move(self, target: RequestStatus, reason: str) -> bool:
+    def _move(self, target: RequestStatus, reason: str, **attempt_values: object) -> bool:
+        """Move the request, and record ``attempt_values`` in the same transaction."""
         with self.sessions() as session:
             request = session.get_one(CallbackRequest, self.request_id)
             if request.status == target:
@@ -123,6 +113,10 @@ class AgentFirstCall:
                 log.warning("request %s: %s", self.request_id, exc)
                 session.rollback()
                 return False
+            if attempt_values:
+                attempt = session.get_one(CallAttempt, self.attempt_id)
+                for name, value in attempt_values.items():
+                    setattr(attempt, name, value)
             session.commit()
             return True
 
@@ -189,17 +183,17 @@ class AgentFirstCall:
     # --- the call ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._begin_attempt)
         await self._ring_next_agent(0, "no agent is assigned")
 
     async def _ring_next_agent(self, last_cause: int, last_text: str) -> None:
         """Ring the next agent in order; when none is left, the attempt has failed."""
         while self.agents:
             agent_id, agent_name = self.agents.pop(0)
-            self.agent_channel = f"cb-{self.attempt_id}-{agent_name}-{self.request_id[:8]}"
-            await asyncio.to_thread(
-                self._update_attempt, agent_id=agent_id, agent_channel_id=self.agent_channel
-            )
+            self.agent_channel = channel_id(self.attempt_id, agent_name, self.request_id)
+            if self.agent_channel != self.claim.first_channel:
+                await self.database.run(
+                    self._update_attempt, agent_id=agent_id, agent_channel_id=self.agent_channel
+                )
             try:
                 await self.ari.originate(
                     f"PJSIP/{agent_name}",
@@ -218,7 +212,7 @@ class AgentFirstCall:
         await self._no_agent_left(last_cause, last_text)
 
     async def _no_agent_left(self, cause: int, cause_text: str) -> None:
-        await asyncio.to_thread(self._close, cause, cause_text)
+        await self.database.run(self._close, cause, cause_text)
         self._finish()
 
     async def handle(self, event: Event) -> None:
@@ -240,13 +234,15 @@ class AgentFirstCall:
                 await self._hung_up(channel.id, cause, text)
 
     async def _agent_answered(self) -> None:
-        await asyncio.to_thread(self._update_attempt, answered_at=utcnow())
+        answered_at = utcnow()
         assert self.agent_channel is not None
         self.whisper_playback = f"{self.agent_channel}-whisper"
         await self.ari.play(
             self.agent_channel, list(self.whisper), playback_id=self.whisper_playback
         )
         self._accept_timer = asyncio.create_task(self._accept_deadline())
+        # After the whisper has started: the agent hears it without waiting for the database.
+        await self.database.run(self._update_attempt, answered_at=answered_at)
 
     def _stop_accept_timer(self) -> None:
         if self._accept_timer is not None:
@@ -261,13 +257,16 @@ class AgentFirstCall:
     async def _agent_accepted(self) -> None:
         self.accepted = True
         self._stop_accept_timer()
-        if not await asyncio.to_thread(
-            self._move, RequestStatus.DIALING_VISITOR, "the agent accepted; calling the visitor"
-        ):
-            return
         endpoint, caller_id = self._visitor_call()
-        self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
-        await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
+        self.visitor_channel = channel_id(self.attempt_id, "visitor", self.request_id)
+        if not await self.database.run(
+            self._move,
+            RequestStatus.DIALING_VISITOR,
+            "the agent accepted; calling the visitor",
+            visitor_channel_id=self.visitor_channel,
+        ):
+            self.visitor_channel = None
+            return
         assert self.agent_channel is not None
         # The visitor first: ARI queues a channel's operations, so ringback for the agent
         # would wait behind the whisper; the whisper is cut short, its job done.
@@ -295,7 +294,7 @@ class AgentFirstCall:
             # One side hung up in this very moment: its ChannelDestroyed closes the attempt.
             log.info("request %s: not bridged: %s", self.request_id, exc)
             return
-        await asyncio.to_thread(
+        await self.database.run(
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )
 
@@ -315,7 +314,7 @@ class AgentFirstCall:
             await self.ari.hangup(other)
         if self.bridge_id is not None:
             await self.ari.destroy_bridge(self.bridge_id)
-        await asyncio.to_thread(self._close, cause, cause_text)
+        await self.database.run(self._close, cause, cause_text)
         self._finish()
 
     async def _tell_agent_and_release(self, agent_channel: str) -> None:
@@ -337,7 +336,7 @@ class AgentFirstCall:
             await self.ari.hangup(channel)
         if self.bridge_id is not None:
             await self.ari.destroy_bridge(self.bridge_id)
-        await asyncio.to_thread(self._close, 0, reason)
+        await self.database.run(self._close, 0, reason)
         self._finish()
 
     def _finish(self) -> None:
@@ -349,10 +348,9 @@ class VisitorFirstCall(AgentFirstCall):
     """Visitor first: call the visitor, hold them with music while agents ring, then bridge."""
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._begin_attempt)
         endpoint, caller_id = self._visitor_call()
-        self.visitor_channel = f"cb-{self.attempt_id}-visitor-{self.request_id[:8]}"
-        await asyncio.to_thread(self._update_attempt, visitor_channel_id=self.visitor_channel)
+        self.visitor_channel = self.claim.first_channel
+        assert self.visitor_channel is not None
         try:
             await self.ari.originate(
                 endpoint,
@@ -363,12 +361,12 @@ class VisitorFirstCall(AgentFirstCall):
                 channel_id=self.visitor_channel,
             )
         except AriError as exc:
-            await asyncio.to_thread(self._close, 0, f"originate failed: {exc.message}")
+            await self.database.run(self._close, 0, f"originate failed: {exc.message}")
             self._finish()
 
     async def _visitor_answered(self) -> None:
         assert self.visitor_channel is not None
-        if not await asyncio.to_thread(
+        if not await self.database.run(
             self._move, RequestStatus.DIALING_AGENT, "the visitor answered; calling an agent"
         ):
             return
@@ -385,7 +383,7 @@ class VisitorFirstCall(AgentFirstCall):
         bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
         self.bridge_id = bridge.id
         await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
-        await asyncio.to_thread(
+        await self.database.run(
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )
 
@@ -401,7 +399,7 @@ class VisitorFirstCall(AgentFirstCall):
                 pass
             self.finished = True
             await self.ari.hangup(visitor)
-        await asyncio.to_thread(self._close, cause, cause_text)
+        await self.database.run(self._close, cause, cause_text)
         self._finish()
 
     async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:

@@ -1,21 +1,52 @@
 """Claiming due requests: the claim is the ``queued -> dialing_*`` transition itself.
 
 It is one conditional UPDATE (``WHERE status = 'queued'``) that also records the worker and its
-lease, so of two workers reaching for one request exactly one succeeds.
+lease, so of two workers reaching for one request exactly one succeeds. The same transaction
+opens the call attempt and names the first channel, so the worker can dial the moment it
+commits: one database round trip between a visitor's click and the first INVITE.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cbserver.models import CallbackRequest, CallOrder, RequestStatus
+from cbserver.models import (
+    Agent,
+    AgentAssignment,
+    CallAttempt,
+    CallbackRequest,
+    CallOrder,
+    RequestStatus,
+)
 from cbserver.states import IllegalTransition, StaleRequest, transition
 
 LEASE = timedelta(minutes=2)
 CANDIDATES = 5
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed request and its new attempt: everything its call needs, read as it was taken."""
+
+    request_id: str
+    attempt_id: int
+    visitor_first: bool
+    visitor_phone: str
+    business_caller_id: str
+    whisper_prompt: str | None
+    # The subscriber's active agents, in the order they are rung: (agent id, endpoint name).
+    agents: tuple[tuple[int, str], ...]
+    # Already recorded in the attempt: the first agent's channel (agent first) or the visitor's.
+    first_channel: str | None
+
+
+def channel_id(attempt_id: int, leg: str, request_id: str) -> str:
+    """The id a call-back channel is originated with; ``leg`` is an agent's name or "visitor"."""
+    return f"cb-{attempt_id}-{leg}-{request_id[:8]}"
 
 
 def first_status(request: CallbackRequest) -> RequestStatus:
@@ -49,8 +80,9 @@ def promote_due(session: Session, now: datetime) -> int:
     return moved
 
 
-def claim_next(session: Session, worker_id: str, now: datetime) -> CallbackRequest | None:
-    """The oldest due request, now owned by ``worker_id``; None when nothing is due. Committed."""
+def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
+    """The oldest due request, now owned by ``worker_id`` with its attempt open; None when
+    nothing is due. Committed."""
     query = (
         select(CallbackRequest)
         .where(CallbackRequest.status == RequestStatus.QUEUED, CallbackRequest.due_at <= now)
@@ -77,7 +109,42 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> CallbackReque
         except StaleRequest:
             session.rollback()
             continue
+        claim = _open_attempt(session, request)
         session.commit()
-        return request
+        return claim
     session.commit()
     return None
+
+
+def _open_attempt(session: Session, request: CallbackRequest) -> Claim:
+    agents = tuple(
+        (agent_id, name)
+        for agent_id, name in session.execute(
+            select(Agent.id, Agent.name)
+            .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
+            .where(AgentAssignment.subscriber_id == request.subscriber_id, Agent.active)
+            .order_by(AgentAssignment.priority, Agent.id)
+        )
+    )
+    request.attempt_count += 1
+    attempt = CallAttempt(request_id=request.id, number=request.attempt_count)
+    session.add(attempt)
+    session.flush()
+    visitor_first = request.status == RequestStatus.DIALING_VISITOR
+    first_channel: str | None = None
+    if visitor_first:
+        first_channel = attempt.visitor_channel_id = channel_id(attempt.id, "visitor", request.id)
+    elif agents:
+        attempt.agent_id, name = agents[0]
+        first_channel = attempt.agent_channel_id = channel_id(attempt.id, name, request.id)
+    subscriber = request.subscriber
+    return Claim(
+        request_id=request.id,
+        attempt_id=attempt.id,
+        visitor_first=visitor_first,
+        visitor_phone=request.visitor_phone,
+        business_caller_id=subscriber.caller_id,
+        whisper_prompt=subscriber.whisper_prompt,
+        agents=agents,
+        first_channel=first_channel,
+    )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -13,6 +17,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -61,3 +67,21 @@ def pending_migrations(engine: Engine) -> list[str]:
             break
         pending.append(rev.revision)
     return list(reversed(pending))
+
+
+class DatabaseThread:
+    """Runs an async caller's database work on one thread of its own, in order.
+
+    One thread, not a pool: SQLite has a single writer, and pooled threads racing for its lock
+    wait in its sleeping busy handler; queued on one thread, each transaction runs at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(work, *args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

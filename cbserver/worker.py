@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver.ari import AriClient, AriConfig
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
-from cbserver.claims import claim_next, promote_due
-from cbserver.models import RequestStatus, utcnow
+from cbserver.claims import Claim, claim_next, promote_due
+from cbserver.db import DatabaseThread
+from cbserver.models import utcnow
 
 log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
@@ -86,14 +87,10 @@ class Worker:
         for call in list(app.calls.values()):
             await call.abandon("the worker stopped before the call ended")
 
-    def _claim(self) -> tuple[str, bool] | None:
-        """The claimed request's id, and whether its business calls the visitor first."""
+    def _claim(self) -> Claim | None:
         with self.sessions() as session:
             promote_due(session, utcnow())
-            request = claim_next(session, self.name, utcnow())
-            if request is None:
-                return None
-            return request.id, request.status == RequestStatus.DIALING_VISITOR
+            return claim_next(session, self.name, utcnow())
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen_for_wakes()
@@ -121,6 +118,18 @@ class Worker:
         return transport
 
     async def _serve(self, stop: asyncio.Event) -> None:
+        # Claims on a thread of their own: a click is never queued behind call bookkeeping.
+        claims = DatabaseThread("cbserver-claims")
+        calls = DatabaseThread("cbserver-calls")
+        try:
+            await self._serve_with(stop, claims, calls)
+        finally:
+            claims.close()
+            calls.close()
+
+    async def _serve_with(
+        self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
+    ) -> None:
         async with AriClient(self.ari_config) as ari:
             app = StasisApp(ari)
             events = asyncio.create_task(app.run())
@@ -131,11 +140,12 @@ class Worker:
                     # Cleared before looking, never after: a wake-up that arrives while we
                     # look must survive to end the idle wait at once.
                     self._wake.clear()
-                    claimed = await asyncio.to_thread(self._claim)
-                    if claimed is not None:
-                        request_id, visitor_first = claimed
-                        flow = VisitorFirstCall if visitor_first else AgentFirstCall
-                        call = flow(ari, self.sessions, self.call_settings, request_id, app.remove)
+                    claim = await claims.run(self._claim)
+                    if claim is not None:
+                        flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
+                        call = flow(
+                            ari, self.sessions, calls, self.call_settings, claim, app.remove
+                        )
                         app.add(call)
                         await call.start()
                         continue

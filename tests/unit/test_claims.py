@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver.agents import add_agent
 from cbserver.claims import LEASE, claim_next
 from cbserver.intake import Submission, submit
-from cbserver.models import CallOrder, RequestStatus, Subscriber
+from cbserver.models import (
+    AgentAssignment,
+    CallbackRequest,
+    CallOrder,
+    RequestStatus,
+    Subscriber,
+)
 from cbserver.numbers import UnsafeNumber, trunk_endpoint
 
 pytestmark = pytest.mark.postgres
@@ -38,9 +45,10 @@ def test_the_oldest_due_request_is_claimed_with_a_lease(session: Session) -> Non
     ask(session, "+12015550124", NOW + timedelta(seconds=1))
     ask(session, "+12015550125", NOW, when=(NOW + timedelta(hours=1)).isoformat())
 
-    claimed = claim_next(session, "worker-a", NOW + timedelta(seconds=5))
-    assert claimed is not None
-    assert claimed.id == first
+    claim = claim_next(session, "worker-a", NOW + timedelta(seconds=5))
+    assert claim is not None
+    assert claim.request_id == first
+    claimed = session.get_one(CallbackRequest, first)
     assert claimed.status == RequestStatus.DIALING_AGENT
     assert claimed.claimed_by == "worker-a"
     assert claimed.lease_until == NOW + timedelta(seconds=5) + LEASE
@@ -59,9 +67,13 @@ def test_visitor_first_business_starts_by_dialing_the_visitor(
     acme.call_order = CallOrder.VISITOR_FIRST.value
     session.commit()
     ask(session, "+12015550123", NOW)
-    claimed = claim_next(session, "worker-a", NOW)
-    assert claimed is not None
-    assert claimed.status == RequestStatus.DIALING_VISITOR
+    claim = claim_next(session, "worker-a", NOW)
+    assert claim is not None
+    assert claim.visitor_first
+    assert session.get_one(CallbackRequest, claim.request_id).status == "dialing_visitor"
+    [attempt] = session.get_one(CallbackRequest, claim.request_id).attempts
+    assert attempt.visitor_channel_id == claim.first_channel is not None
+    assert attempt.agent_id is None
 
 
 def test_racing_workers_never_take_the_same_request(
@@ -81,7 +93,7 @@ def test_racing_workers_never_take_the_same_request(
             barrier.wait()
             try:
                 while (request := claim_next(own, name, NOW + timedelta(seconds=1))) is not None:
-                    mine.append(request.id)
+                    mine.append(request.request_id)
             except BaseException as exc:  # collected and re-raised by the test
                 errors.append(exc)
         taken[name] = mine
@@ -95,6 +107,36 @@ def test_racing_workers_never_take_the_same_request(
     every = [rid for mine in taken.values() for rid in mine]
     assert len(every) == 6
     assert len(set(every)) == 6, "no request was claimed twice"
+
+
+def test_the_claim_opens_the_attempt_and_names_the_first_agents_channel(
+    session: Session, acme: Subscriber
+) -> None:
+    second = add_agent(session, "second", contact="sip:second@127.0.0.1:5999").agent
+    first = add_agent(session, "first", contact="sip:first@127.0.0.1:5998").agent
+    away = add_agent(session, "away", contact="sip:away@127.0.0.1:5997").agent
+    away.active = False
+    acme.assignments += [
+        AgentAssignment(agent=second, priority=20),
+        AgentAssignment(agent=first, priority=10),
+        AgentAssignment(agent=away, priority=1),
+    ]
+    session.commit()
+    ask(session, "+12015550123", NOW)
+
+    claim = claim_next(session, "worker-a", NOW)
+    assert claim is not None
+    assert claim.agents == ((first.id, "first"), (second.id, "second")), "priority order, active"
+    assert (claim.visitor_phone, claim.business_caller_id) == ("+12015550123", "+12015550100")
+    session.expire_all()
+    request = session.get_one(CallbackRequest, claim.request_id)
+    assert request.attempt_count == 1
+    [attempt] = request.attempts
+    assert attempt.id == claim.attempt_id
+    assert attempt.agent_id == first.id
+    assert attempt.agent_channel_id == claim.first_channel
+    assert claim.first_channel is not None
+    assert "first" in claim.first_channel
 
 
 @pytest.mark.parametrize("number", ["+14155550123", "+442079460018"])
@@ -114,7 +156,6 @@ def test_anything_else_never_becomes_a_dial_string(number: str) -> None:
 @pytest.mark.usefixtures("acme")
 def test_retries_and_booked_slots_come_back_in_the_queue_when_due(session: Session) -> None:
     from cbserver.claims import promote_due
-    from cbserver.models import CallbackRequest
     from cbserver.states import transition
 
     retry = ask(session, "+12015550123", NOW)
