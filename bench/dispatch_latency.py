@@ -2,7 +2,10 @@
 
 Runs a real Asterisk (cbserver's own config, free loopback ports), the web front end on a real
 HTTP port, and the worker, with sipp peers for the agent (answers, presses 1) and the trunk
-(answers, hangs up). It sends N submissions at a given rate and prints percentiles of
+(answers, hangs up). The web and the worker run as ``cbserver run`` runs them (``--topology
+embedded``: one process) or as production runs them (``processes``: ``cbserver web`` and
+``cbserver worker``, woken by a datagram). It sends N submissions at a given rate and prints
+percentiles of
 
 - click-to-ring: the HTTP POST sent -> the agent's INVITE received by the sipp peer;
 - click-to-bridged: the HTTP POST sent -> the request's "connected" transition;
@@ -10,29 +13,31 @@ HTTP port, and the worker, with sipp peers for the agent (answers, presses 1) an
 and, in the same run, the floor: a ``.call`` spool file per call to the same agent peer, from
 the file landing in Asterisk's spool to the INVITE at the peer.
 
-    .venv/bin/python -m bench.dispatch_latency --count 100 --rate 20
+    .venv/bin/python -m bench.dispatch_latency --count 100 --rate 20 --topology processes
+    .venv/bin/python -m bench.dispatch_latency --database-url postgresql+psycopg://...
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents, db
 from cbserver.ari import AriConfig
 from cbserver.asterisk.instance import AsteriskInstance
-from cbserver.callflow import CallSettings
 from cbserver.config import Settings
 from cbserver.models import AgentAssignment, CallbackRequest, RequestEvent, Subscriber
 from cbserver.serve import WebServer
@@ -87,25 +92,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100, help="submissions to send")
     parser.add_argument("--rate", type=float, default=20.0, help="submissions per second")
     parser.add_argument("--floor-count", type=int, default=50, help=".call files for the floor")
+    parser.add_argument(
+        "--topology",
+        choices=("embedded", "processes"),
+        default="processes",
+        help="web and worker in one process (cbserver run) or in two (production)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="a PostgreSQL database to use a fresh schema of (default: SQLite in a temp dir)",
+    )
     args = parser.parse_args(argv)
+    # Killed, it still stops its Asterisk and sipp peers (the finally below).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(1))
 
     state = Path(tempfile.mkdtemp(prefix="cbserver-bench-"))
     sip, http, ami, web_port, agent_port, trunk_port, wake = free_ports(7)
-    settings = Settings.load(
-        environ={
-            **os.environ,
-            "CBSERVER_STATE_DIR": str(state),
-            "CBSERVER_ASTERISK_INSTANCE": "bench",
-            "CBSERVER_SIP_PORT": str(sip),
-            "CBSERVER_HTTP_PORT": str(http),
-            "CBSERVER_AMI_PORT": str(ami),
-            "CBSERVER_WEB_PORT": str(web_port),
-            "CBSERVER_WORKER_WAKE_PORT": str(wake),
-            "CBSERVER_RTP_PORT_START": "42000",
-            "CBSERVER_RTP_PORT_END": "43999",
-            "CBSERVER_TRUNK_URI": f"sip:127.0.0.1:{trunk_port}",
-        }
-    )
+    database_url, drop_schema = fresh_database(args.database_url)
+    environ = {
+        **os.environ,
+        "CBSERVER_DATABASE_URL": database_url,
+        "CBSERVER_STATE_DIR": str(state),
+        "CBSERVER_ASTERISK_INSTANCE": "bench",
+        "CBSERVER_SIP_PORT": str(sip),
+        "CBSERVER_HTTP_PORT": str(http),
+        "CBSERVER_AMI_PORT": str(ami),
+        "CBSERVER_WEB_PORT": str(web_port),
+        "CBSERVER_WORKER_WAKE_PORT": str(wake),
+        "CBSERVER_RTP_PORT_START": "42000",
+        "CBSERVER_RTP_PORT_END": "43999",
+        "CBSERVER_TRUNK_URI": f"sip:127.0.0.1:{trunk_port}",
+    }
+    settings = Settings.load(environ=environ)
     engine = db.make_engine(settings.effective_database_url)
     db.upgrade(engine)
     sessions = db.make_session_factory(engine)
@@ -138,23 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario=SCENARIOS / "uas_answer_hangup.xml",
         extra_args=("-aa", "-d", "300", "-l", "1000"),
     )
-    keys = instance.secrets().ari
-    ari = AriConfig(instance.ari_url, keys.username, keys.password, settings.ari_app)
-    worker = WorkerThread(
-        Worker(ari, sessions, call_settings=CallSettings(app=settings.ari_app, accept_seconds=10))
-    )
-    web = WebServer(
-        create_app(settings=settings, engine=engine, wake_worker=worker.wake),
-        "127.0.0.1",
-        web_port,
+    services: Embedded | Processes = (
+        Embedded(instance, settings, engine, sessions)
+        if args.topology == "embedded"
+        else Processes(environ, state)
     )
     try:
         agent_peer.start()
         trunk_peer.start()
-        worker.start()
-        web.start()
-        time.sleep(1.0)  # the worker's Stasis app registers
-        sent = submit(web.base_url, args.count, args.rate)
+        services.start()
+        sent = submit(f"http://127.0.0.1:{web_port}/", args.count, args.rate)
         print(
             f"sent {len(sent)} submissions at {args.rate}/s; waiting for the calls", file=sys.stderr
         )
@@ -164,20 +176,115 @@ def main(argv: Sequence[str] | None = None) -> int:
         to_bridged = bridged_after(sessions, sent)
         floor = spool_floor(instance, agent_peer, args.floor_count)
     finally:
-        web.stop()
-        worker.stop()
+        services.stop()
         agent_peer.stop()
         trunk_peer.stop()
         instance.stop()
         engine.dispose()
+        drop_schema()
 
+    database = engine.dialect.name
     print(
-        f"\ncbserver dispatch latency: {args.count} submissions at {args.rate}/s, {done} completed"
+        f"\ncbserver dispatch latency ({args.topology}, {database}): "
+        f"{args.count} submissions at {args.rate}/s, {done} completed"
     )
     print(f"  click-to-ring      {percentiles(to_ring)}")
     print(f"  click-to-bridged   {percentiles(to_bridged)}")
     print(f"  floor (.call file) {percentiles(floor)}")
     return 0 if done == args.count and len(to_ring) == args.count else 1
+
+
+def fresh_database(url: str) -> tuple[str, Callable[[], None]]:
+    """SQLite in the state dir (""), or a new schema in the given PostgreSQL database."""
+    if not url:
+        return "", lambda: None
+    schema = f"cbserver_bench_{os.getpid()}"
+    admin = create_engine(url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}", drop
+
+
+class Embedded:
+    """Web and worker in this process, as ``cbserver run`` runs them."""
+
+    def __init__(
+        self,
+        instance: AsteriskInstance,
+        settings: Settings,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+    ) -> None:
+        keys = instance.secrets().ari
+        ari = AriConfig(instance.ari_url, keys.username, keys.password, settings.ari_app)
+        self.worker = WorkerThread(Worker(ari, sessions))
+        self.web = WebServer(
+            create_app(settings=settings, engine=engine, wake_worker=self.worker.wake),
+            "127.0.0.1",
+            settings.web_port,
+        )
+
+    def start(self) -> None:
+        self.worker.start()
+        self.web.start()
+        time.sleep(1.0)  # the worker's Stasis app registers
+
+    def stop(self) -> None:
+        self.web.stop()
+        self.worker.stop()
+
+
+class Processes:
+    """``cbserver web`` and ``cbserver worker``, each a process of its own, as in production."""
+
+    def __init__(self, environ: dict[str, str], state: Path) -> None:
+        self.environ = environ
+        self.logs = state / "logs"
+        self.logs.mkdir()
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, command: str) -> Path:
+        log = self.logs / f"{command}.log"
+        with log.open("wb") as output:
+            self.children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "cbserver", command],
+                    env=self.environ,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        return log
+
+    def start(self) -> None:
+        worker_log = self._spawn("worker")
+        web_log = self._spawn("web")
+        deadline = time.monotonic() + 30
+        while "registered" not in worker_log.read_text() or "web front end" not in (
+            web_log.read_text()
+        ):
+            if time.monotonic() > deadline or any(c.poll() is not None for c in self.children):
+                raise SystemExit(
+                    f"web or worker did not start:\n{web_log.read_text()}{worker_log.read_text()}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def submit(base_url: str, count: int, rate: float) -> dict[str, float]:
