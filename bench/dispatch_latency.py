@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rings = invites_by_caller(agent_peer)
         to_ring = [rings[phone] - at for phone, at in sent.items() if phone in rings]
         to_bridged = bridged_after(sessions, sent)
+        stages = stage_breakdown(sessions, sent, rings)
         floor = spool_floor(instance, agent_peer, args.floor_count)
     finally:
         services.stop()
@@ -190,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"  click-to-ring      {percentiles(to_ring)}")
     print(f"  click-to-bridged   {percentiles(to_bridged)}")
+    print("  where click-to-ring goes:")
+    for stage, delays in stages.items():
+        print(f"    {stage:<16} {percentiles(delays)}")
     print(f"  floor (.call file) {percentiles(floor)}")
     return 0 if done == args.count and len(to_ring) == args.count else 1
 
@@ -347,6 +351,30 @@ def bridged_after(factory: sessionmaker[Session], sent: dict[str, float]) -> lis
         if phone in sent:
             delays.append(at.timestamp() - sent[phone])
     return delays
+
+
+def stage_breakdown(
+    factory: sessionmaker[Session], sent: dict[str, float], rings: dict[str, float]
+) -> dict[str, list[float]]:
+    """Click-to-ring in its three legs: the web stores the request, a worker claims it, the
+    agent's phone rings."""
+    with factory() as session:
+        rows = session.execute(
+            select(CallbackRequest.visitor_phone, CallbackRequest.created_at, RequestEvent.at)
+            .join(RequestEvent, RequestEvent.request_id == CallbackRequest.id)
+            .where(RequestEvent.from_status == "queued", RequestEvent.to_status == "dialing_agent")
+        ).all()
+    stages: dict[str, list[float]] = {
+        "click -> stored": [],
+        "stored -> claimed": [],
+        "claimed -> ring": [],
+    }
+    for phone, created, claimed in rows:
+        if phone in sent and phone in rings:
+            stages["click -> stored"].append(created.timestamp() - sent[phone])
+            stages["stored -> claimed"].append(claimed.timestamp() - created.timestamp())
+            stages["claimed -> ring"].append(rings[phone] - claimed.timestamp())
+    return stages
 
 
 def spool_floor(instance: AsteriskInstance, peer: SippPeer, count: int) -> list[float]:

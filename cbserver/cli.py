@@ -593,6 +593,8 @@ def worker_command(obj: Context) -> None:
     """Run only the worker in the foreground: claim due requests and place their calls."""
     sessions = obj.upgraded_sessions()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every ARI request at INFO: a dozen lines per call-back that say nothing new.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def serve() -> None:
         stop = asyncio.Event()

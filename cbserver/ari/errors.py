@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 
@@ -55,20 +57,28 @@ _BY_STATUS: dict[int, type[AriError]] = {
 
 def error_from_response(response: httpx.Response) -> AriError:
     """Build the exception matching a non-2xx ARI response."""
-    message = response.reason_phrase or "error"
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    # Asterisk says {"message": ...} for most errors but {"error": ...} for some 5xx.
-    if isinstance(body, dict) and isinstance(body.get("message") or body.get("error"), str):
-        message = body.get("message") or body["error"]
-    elif response.text.strip():
-        message = response.text.strip()[:200]
-    status = response.status_code
-    cls = AriServerError if status >= 500 else _BY_STATUS.get(status, AriError)
     try:
         method, path = response.request.method, response.request.url.path
     except RuntimeError:  # a Response built by hand has no request attached
         method = path = ""
+    return error_from_status(
+        response.status_code, response.reason_phrase, response.text, method=method, path=path
+    )
+
+
+def error_from_status(
+    status: int, reason: str, body: str, *, method: str = "", path: str = ""
+) -> AriError:
+    """The exception for a non-2xx answer, over HTTP or over the event WebSocket alike."""
+    message = reason or "error"
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    # Asterisk says {"message": ...} for most errors but {"error": ...} for some 5xx.
+    if isinstance(data, dict) and isinstance(data.get("message") or data.get("error"), str):
+        message = data.get("message") or data["error"]
+    elif body.strip():
+        message = body.strip()[:200]
+    cls = AriServerError if status >= 500 else _BY_STATUS.get(status, AriError)
     return cls(message, status=status, method=method, path=path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from cbserver.ari import (
@@ -32,7 +34,21 @@ async def test_hanging_up_a_vanished_channel_is_harmless(ari: AriClient) -> None
     assert await ari.destroy_bridge("no-such-bridge") is False
 
 
-async def test_ari_errors_carry_status_and_asterisk_message(ari: AriClient) -> None:
+@pytest.fixture(params=["http", "websocket"])
+async def over(request: pytest.FixtureRequest, ari: AriClient) -> AsyncIterator[str]:
+    """REST over HTTP, or over the event WebSocket that Asterisk 22 answers requests on."""
+    if request.param == "http":
+        yield "http"
+        return
+    recorder = EventRecorder(ari)
+    await recorder.start()
+    await until(lambda: ari.transport == "websocket", within=5, message="REST on the socket")
+    yield "websocket"
+    await recorder.stop()
+
+
+async def test_ari_errors_carry_status_and_asterisk_message(ari: AriClient, over: str) -> None:
+    assert ari.transport == over
     with pytest.raises(AriNotFound) as missing:
         await ari.get_channel("no-such-channel")
     assert missing.value.status == 404

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from cbserver.ari import (
     AriBadRequest,
@@ -31,6 +32,7 @@ from cbserver.ari import (
     StreamItem,
     error_from_response,
 )
+from tests.e2e.harness import until
 
 CHANNEL = {
     "id": "1732500000.42",
@@ -619,3 +621,144 @@ async def test_stored_recording_comes_back_as_bytes_and_deleting_twice_is_harmle
     async with client_with(handler) as ari:
         assert await ari.stored_recording_file("ear") == b"RIFF....WAVE"
         assert await ari.delete_stored_recording("ear") is False
+
+
+class WebSocketAsterisk:
+    """A fake Asterisk 22 that answers RESTRequests on the event socket, as the real one does
+    (checked e2e), and records what it was sent."""
+
+    def __init__(self, answers: dict[str, tuple[int, str, Any]]) -> None:
+        self.answers = answers
+        self.requests: list[dict[str, Any]] = []
+        self.socket: ServerConnection | None = None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.socket = ws
+        with contextlib.suppress(ConnectionClosed):
+            await self._answer(ws)
+
+    async def _answer(self, ws: ServerConnection) -> None:
+        async for frame in ws:
+            request = json.loads(frame)
+            self.requests.append(request)
+            status, reason, body = self.answers.get(request["uri"], (404, "Not Found", None))
+            if status == 0:
+                continue  # never answers this one
+            await ws.send(json.dumps({"type": "StasisStart", **STASIS_START}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "RESTResponse",
+                        "request_id": request["request_id"],
+                        "status_code": status,
+                        "reason_phrase": reason,
+                        "uri": request["uri"],
+                        "content_type": "application/json",
+                        "message_body": "" if body is None else json.dumps(body),
+                    }
+                )
+            )
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    fake: WebSocketAsterisk, **config: Any
+) -> AsyncIterator[tuple[AriClient, list[StreamItem]]]:
+    """A client whose event stream runs in the background while the test makes requests."""
+    async with serve(fake.handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        transport = httpx.MockTransport(Recorder(status=599))
+        cfg = make_config(base_url=f"http://127.0.0.1:{port}/ari", request_timeout=1, **config)
+        async with AriClient(cfg, transport=transport) as ari:
+            seen: list[StreamItem] = []
+
+            async def consume() -> None:
+                async for item in ari.events():
+                    seen.append(item)
+
+            task = asyncio.create_task(consume())
+            try:
+                yield ari, seen
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def wait_for_transport(ari: AriClient, transport: str) -> None:
+    await until(lambda: ari.transport == transport, within=3, message=f"{transport} in use")
+
+
+PING = (200, "OK", {"ping": "pong", "timestamp": "2024-11-25T10:00:02.456+0000"})
+
+
+async def test_requests_go_over_the_event_socket_when_asterisk_answers_there() -> None:
+    fake = WebSocketAsterisk({"asterisk/ping": PING, "channels/c-1": (200, "OK", CHANNEL)})
+    async with streaming(fake) as (ari, seen):
+        await wait_for_transport(ari, "websocket")
+        channel = await ari.originate(
+            "PJSIP/alice", app="myapp", app_args=["callback", "r1"], channel_id="c-1"
+        )
+        assert channel.id == CHANNEL["id"]
+        fake.answers["channels/c-1/ring"] = (404, "Not Found", {"message": "Channel not found"})
+        with pytest.raises(AriNotFound, match="Channel not found"):
+            await ari.ring("c-1")
+        await asyncio.sleep(0.05)
+    originate = fake.requests[1]
+    assert {k: originate[k] for k in ("type", "method", "uri")} == {
+        "type": "RESTRequest",
+        "method": "POST",
+        "uri": "channels/c-1",
+    }
+    assert {q["name"]: q["value"] for q in originate["query_strings"]} == {
+        "endpoint": "PJSIP/alice",
+        "app": "myapp",
+        "appArgs": "callback,r1",
+        "timeout": "30",
+    }
+    assert "message_body" not in originate, "no variables, no body"
+    assert [r["request_id"] for r in fake.requests] == ["cb1", "cb2", "cb3"]
+    # Events arriving between the answers still reach the stream, in order.
+    assert sum(isinstance(i, StasisStart) for i in seen) == 3
+
+
+async def test_a_json_body_travels_as_the_message_body() -> None:
+    fake = WebSocketAsterisk({"asterisk/ping": PING, "channels/c-2": (200, "OK", CHANNEL)})
+    async with streaming(fake) as (ari, _):
+        await wait_for_transport(ari, "websocket")
+        await ari.originate("PJSIP/bob", app="myapp", channel_id="c-2", variables={"CB": "r1"})
+    [originate] = [r for r in fake.requests if r["uri"] == "channels/c-2"]
+    assert originate["content_type"] == "application/json"
+    assert json.loads(originate["message_body"]) == {"variables": {"CB": "r1"}}
+
+
+async def test_an_asterisk_that_ignores_rest_on_the_socket_is_asked_over_http() -> None:
+    fake = WebSocketAsterisk({"asterisk/ping": (0, "", None)})
+    async with streaming(fake) as (ari, seen):
+        await asyncio.sleep(1.3)  # the offer times out
+        assert ari.transport == "http"
+        with pytest.raises(AriServerError):
+            await ari.ring("c-1")  # the HTTP transport answers 599
+    assert [r["uri"] for r in fake.requests] == ["asterisk/ping"]
+    assert seen == [StreamConnected(1)]
+
+
+async def test_rest_over_the_socket_can_be_turned_off() -> None:
+    fake = WebSocketAsterisk({"asterisk/ping": PING})
+    async with streaming(fake, rest_over_websocket=False) as (ari, _):
+        await asyncio.sleep(0.2)
+        assert ari.transport == "http"
+    assert fake.requests == []
+
+
+async def test_a_request_waiting_when_the_socket_drops_fails_as_unavailable() -> None:
+    fake = WebSocketAsterisk({"asterisk/ping": PING, "channels/c-1/ring": (0, "", None)})
+    async with streaming(fake, reconnect_initial=5) as (ari, _):
+        await wait_for_transport(ari, "websocket")
+        pending = asyncio.create_task(ari.ring("c-1"))
+        await until(lambda: len(fake.requests) == 2, within=3, message="the ring sent")
+        assert fake.socket is not None
+        await fake.socket.close()
+        with pytest.raises(AriUnavailable, match="WebSocket closed"):
+            await asyncio.wait_for(pending, 3)
+        assert ari.transport == "http", "until a new socket is offered"
