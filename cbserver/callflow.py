@@ -189,7 +189,7 @@ class AgentFirstCall:
         """Ring the next agent in order; when none is left, the attempt has failed."""
         while self.agents:
             agent_id, agent_name = self.agents.pop(0)
-            self.agent_channel = channel_id(self.attempt_id, agent_name, self.request_id)
+            self.agent_channel = channel_id(self.request_id, self.claim.attempt_number, agent_name)
             if self.agent_channel != self.claim.first_channel:
                 await self.database.run(
                     self._update_attempt, agent_id=agent_id, agent_channel_id=self.agent_channel
@@ -258,7 +258,7 @@ class AgentFirstCall:
         self.accepted = True
         self._stop_accept_timer()
         endpoint, caller_id = self._visitor_call()
-        self.visitor_channel = channel_id(self.attempt_id, "visitor", self.request_id)
+        self.visitor_channel = channel_id(self.request_id, self.claim.attempt_number, "visitor")
         if not await self.database.run(
             self._move,
             RequestStatus.DIALING_VISITOR,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from cbserver.models import (
     Agent,
@@ -28,25 +28,30 @@ LEASE = timedelta(minutes=2)
 CANDIDATES = 5
 
 
+# A subscriber's active agents in the order they are rung: (agent id, endpoint name).
+Agents = tuple[tuple[int, str], ...]
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claimed request and its new attempt: everything its call needs, read as it was taken."""
 
     request_id: str
     attempt_id: int
+    attempt_number: int
     visitor_first: bool
     visitor_phone: str
     business_caller_id: str
     whisper_prompt: str | None
-    # The subscriber's active agents, in the order they are rung: (agent id, endpoint name).
-    agents: tuple[tuple[int, str], ...]
+    agents: Agents
     # Already recorded in the attempt: the first agent's channel (agent first) or the visitor's.
     first_channel: str | None
 
 
-def channel_id(attempt_id: int, leg: str, request_id: str) -> str:
-    """The id a call-back channel is originated with; ``leg`` is an agent's name or "visitor"."""
-    return f"cb-{attempt_id}-{leg}-{request_id[:8]}"
+def channel_id(request_id: str, attempt_number: int, leg: str) -> str:
+    """The id a call-back channel is originated with; ``leg`` is an agent's name or "visitor".
+    Known before the attempt row is written, so the row is written once."""
+    return f"cb-{request_id}-{attempt_number}-{leg}"
 
 
 def first_status(request: CallbackRequest) -> RequestStatus:
@@ -88,6 +93,7 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
         .where(CallbackRequest.status == RequestStatus.QUEUED, CallbackRequest.due_at <= now)
         .order_by(CallbackRequest.due_at, CallbackRequest.created_at)
         .limit(CANDIDATES)
+        .options(joinedload(CallbackRequest.subscriber, innerjoin=True))
     )
     if session.get_bind().dialect.name == "postgresql":
         # Other workers skip the rows this one is looking at instead of queueing behind them.
@@ -96,6 +102,8 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
         if request.status != RequestStatus.QUEUED:
             # Reloaded after a lost race (a rollback expires every candidate): someone else's.
             continue
+        # Read before writing: on SQLite the write lock is held from the first write on.
+        agents = _active_agents(session, request.subscriber_id)
         try:
             transition(
                 session,
@@ -105,46 +113,52 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
                 now=now,
                 claimed_by=worker_id,
                 lease_until=now + LEASE,
+                attempt_count=request.attempt_count + 1,
             )
         except StaleRequest:
             session.rollback()
             continue
-        claim = _open_attempt(session, request)
+        claim = _open_attempt(session, request, agents)
         session.commit()
         return claim
     session.commit()
     return None
 
 
-def _open_attempt(session: Session, request: CallbackRequest) -> Claim:
-    agents = tuple(
-        (agent_id, name)
-        for agent_id, name in session.execute(
-            select(Agent.id, Agent.name)
-            .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
-            .where(AgentAssignment.subscriber_id == request.subscriber_id, Agent.active)
-            .order_by(AgentAssignment.priority, Agent.id)
-        )
-    )
-    request.attempt_count += 1
-    attempt = CallAttempt(request_id=request.id, number=request.attempt_count)
-    session.add(attempt)
-    session.flush()
+def _open_attempt(session: Session, request: CallbackRequest, agents: Agents) -> Claim:
+    number = request.attempt_count
     visitor_first = request.status == RequestStatus.DIALING_VISITOR
+    attempt = CallAttempt(request_id=request.id, number=number)
     first_channel: str | None = None
     if visitor_first:
-        first_channel = attempt.visitor_channel_id = channel_id(attempt.id, "visitor", request.id)
+        first_channel = attempt.visitor_channel_id = channel_id(request.id, number, "visitor")
     elif agents:
         attempt.agent_id, name = agents[0]
-        first_channel = attempt.agent_channel_id = channel_id(attempt.id, name, request.id)
+        first_channel = attempt.agent_channel_id = channel_id(request.id, number, name)
+    session.add(attempt)
+    session.flush()
     subscriber = request.subscriber
     return Claim(
         request_id=request.id,
         attempt_id=attempt.id,
+        attempt_number=number,
         visitor_first=visitor_first,
         visitor_phone=request.visitor_phone,
         business_caller_id=subscriber.caller_id,
         whisper_prompt=subscriber.whisper_prompt,
         agents=agents,
         first_channel=first_channel,
+    )
+
+
+def _active_agents(session: Session, subscriber_id: int) -> Agents:
+    """The subscriber's active agents, in the order they are rung."""
+    return tuple(
+        (agent_id, name)
+        for agent_id, name in session.execute(
+            select(Agent.id, Agent.name)
+            .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
+            .where(AgentAssignment.subscriber_id == subscriber_id, Agent.active)
+            .order_by(AgentAssignment.priority, Agent.id)
+        )
     )
