@@ -24,6 +24,7 @@ from cbserver.ari import (
     StasisStart,
 )
 from cbserver.claims import Claim, channel_id
+from cbserver.config import Settings
 from cbserver.db import DatabaseThread
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus, utcnow
 from cbserver.numbers import trunk_endpoint
@@ -50,6 +51,15 @@ class CallSettings:
     # Visitor first: what the visitor hears on answering, and when no agent can take the call.
     visitor_greeting: tuple[str, ...] = ("sound:one-moment-please",)
     no_agent: tuple[str, ...] = ("sound:sorry", "sound:tt-allbusy")
+
+
+def call_settings(settings: Settings) -> CallSettings:
+    return CallSettings(
+        app=settings.ari_app,
+        agent_ring_seconds=settings.agent_ring_seconds,
+        visitor_ring_seconds=settings.visitor_ring_seconds,
+        accept_seconds=settings.accept_seconds,
+    )
 
 
 def app_args(request_id: str, leg: str) -> list[str]:

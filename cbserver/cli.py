@@ -24,6 +24,7 @@ from cbserver import subscribers as subscribers_service
 from cbserver.ari import AriConfig
 from cbserver.asterisk.instance import AsteriskError, AsteriskInstance, InstanceStatus
 from cbserver.asterisk.provision import ProvisionError
+from cbserver.callflow import call_settings
 from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.models import Agent, CallOrder, Subscriber
@@ -536,7 +537,9 @@ def run(obj: Context, demo: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker = WorkerThread(Worker(_ari_config(obj), sessions))
+    worker = WorkerThread(
+        Worker(_ari_config(obj), sessions, call_settings=call_settings(obj.settings))
+    )
     web = WebServer(
         create_app(settings=obj.settings, engine=obj.engine, wake_worker=worker.wake),
         obj.settings.web_host,
@@ -601,7 +604,12 @@ def worker_command(obj: Context) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await Worker(_ari_config(obj), sessions, wake_port=obj.settings.worker_wake_port).run(stop)
+        await Worker(
+            _ari_config(obj),
+            sessions,
+            call_settings=call_settings(obj.settings),
+            wake_port=obj.settings.worker_wake_port,
+        ).run(stop)
 
     asyncio.run(serve())
 

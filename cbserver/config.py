@@ -51,6 +51,11 @@ class Settings:
     media_address: str = ""
 
     ari_app: str = "cbserver"
+    # The call: how long an agent's phone rings before the next agent is tried, how long the
+    # visitor's rings, and how long an agent has to press 1 after answering.
+    agent_ring_seconds: int = 30
+    visitor_ring_seconds: int = 45
+    accept_seconds: float = 15.0
 
     # The web front end: hosted form, widget, JSON API, visitor status page.
     web_host: str = "127.0.0.1"
@@ -152,6 +157,11 @@ class Settings:
             raise ConfigError(f"SIP, HTTP and AMI ports must differ (got {used})")
         if self.trunk_qualify_seconds < 0:
             raise ConfigError(f"{ENV_PREFIX}TRUNK_QUALIFY_SECONDS must be 0 (off) or more")
+        for name in ("agent_ring_seconds", "visitor_ring_seconds", "accept_seconds"):
+            if not 1 <= getattr(self, name) <= 600:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}={getattr(self, name)} must be 1 to 600 seconds"
+                )
         if self.asterisk_start_timeout <= 0:
             raise ConfigError(f"{ENV_PREFIX}ASTERISK_START_TIMEOUT must be positive")
 

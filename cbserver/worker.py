@@ -64,6 +64,12 @@ class Worker:
         self.wake_port = wake_port
         self._wake = asyncio.Event()
         self._next_promotion = 0.0
+        self._app: StasisApp | None = None
+
+    @property
+    def asterisk_connected(self) -> bool:
+        """Whether the worker's event stream to Asterisk is up (it claims only then)."""
+        return self._app is not None and self._app.connected.is_set()
 
     def wake(self) -> None:
         """Look for due requests now, not at the next poll."""
@@ -79,6 +85,17 @@ class Worker:
         finally:
             for task in waits:
                 task.cancel()
+
+    async def _until_connected(self, app: StasisApp, stop: asyncio.Event) -> None:
+        log.warning("worker %s: Asterisk unreachable; claiming nothing until it is back", self.name)
+        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(app.connected.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        if app.connected.is_set():
+            log.info("worker %s: Asterisk is back; claiming again", self.name)
 
     async def _drain(self, app: StasisApp) -> None:
         """Stopping: claim nothing more, let live calls end (bounded), end the rest honestly."""
@@ -137,12 +154,17 @@ class Worker:
         self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
     ) -> None:
         async with AriClient(self.ari_config) as ari:
-            app = StasisApp(ari)
+            app = self._app = StasisApp(ari)
             events = asyncio.create_task(app.run())
             try:
                 await app.connected.wait()
                 log.info("worker %s: Stasis app %s registered", self.name, self.ari_config.app)
                 while not stop.is_set():
+                    if not app.connected.is_set():
+                        # Asterisk is away: what is queued waits for it, rather than
+                        # spending an attempt on a call that cannot be placed.
+                        await self._until_connected(app, stop)
+                        continue
                     # Cleared before looking, never after: a wake-up that arrives while we
                     # look must survive to end the idle wait at once.
                     self._wake.clear()

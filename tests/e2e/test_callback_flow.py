@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import html as html_module
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, select
@@ -158,6 +161,44 @@ async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
     await until(lambda: alice.received("BYE"), message="the agent's phone hung up too")
 
 
+async def test_the_visitors_status_page_shows_each_state_of_the_call(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    sipp("trunk", ports.trunk, "visitor_rings_then_answers.xml", "-d", "1500")
+    web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
+    created = web.post("/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR})
+    assert created.status_code == 201
+    page = urlsplit(created.json["status_url"])  # type: ignore[index]
+
+    seen: list[str] = []
+
+    def shown_status() -> str | None:
+        html = web.get(f"{page.path}?{page.query}").get_data(as_text=True)
+        text = re.search(r'data-field="status_text">([^<]*)<', html)
+        assert text is not None, html
+        status = html_module.unescape(text.group(1))
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        return status if status.startswith("Done") else None
+
+    await until(shown_status, within=30, interval=0.05, message=lambda: f"done; saw {seen}")
+    states = [
+        "Getting someone for you now.",
+        "Calling you now.",
+        "You are connected.",
+        "Done: thank you for talking to us.",
+    ]
+    waiting = "Waiting: we will call you as soon as someone is free."
+    assert seen in (states, [waiting, *states]), "each state, in order, as the visitor sees it"
+
+
 def ask_for_a_call_back(
     settings: Settings,
     engine: Engine,
@@ -231,23 +272,40 @@ def backup(
     return "backup"
 
 
-async def test_a_busy_agent_fails_over_to_the_next_within_the_same_attempt(
+@pytest.mark.parametrize(
+    ("first_agent", "given_up_with"),
+    [("agent_busy.xml", "486"), ("agent_no_answer.xml", "CANCEL")],
+    ids=["busy", "no-answer"],
+)
+async def test_an_agent_who_cannot_take_it_fails_over_to_the_next_within_the_same_attempt(
+    asterisk: AsteriskInstance,
     settings: Settings,
     engine: Engine,
     sessions: sessionmaker[Session],
     plumber: Business,
     backup: str,
-    worker: Worker,
     sipp: Callable[..., SippPeer],
     ports: Ports,
+    first_agent: str,
+    given_up_with: str,
 ) -> None:
-    alice = sipp("alice", ports.alice, "agent_busy.xml")
+    alice = sipp("alice", ports.alice, first_agent)
     second = sipp("backup", ports.bob, "agent_accepts.xml", "-d", "1000")
     sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
-    request_id = ask_for_a_call_back(settings, engine, worker, plumber)
+    # Alice's phone rings for two seconds (CBSERVER_AGENT_RING_SECONDS), then the backup's.
+    hunting = make_worker(
+        asterisk, sessions, "hunting-worker", call_options={"agent_ring_seconds": 2}
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(hunting.run(stop))
+    request_id = ask_for_a_call_back(settings, engine, hunting, plumber)
 
     await reaches(sessions, request_id, "completed", within=30)
+    stop.set()
+    await asyncio.wait_for(task, 15)
     assert alice.received("INVITE")
+    if given_up_with == "CANCEL":
+        assert alice.received("CANCEL"), "alice's ringing phone was given up on"
     assert second.received("INVITE")
     with sessions() as session:
         request = session.get_one(CallbackRequest, request_id)
@@ -347,7 +405,7 @@ async def test_a_stopping_worker_claims_nothing_more_and_ends_live_calls_honestl
         session.commit()
 
 
-async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_on(
+async def test_asterisk_restarted_mid_queue_the_lost_call_is_closed_and_the_queue_completes(
     asterisk: AsteriskInstance,
     settings: Settings,
     engine: Engine,
@@ -357,8 +415,8 @@ async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_
     sipp: Callable[..., SippPeer],
     ports: Ports,
 ) -> None:
-    sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
-    sipp("trunk", ports.trunk, "uas_answer.xml")
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
+    trunk = sipp("trunk", ports.trunk, "uas_answer.xml")
     request_id = ask_for_a_call_back(settings, engine, worker, plumber)
     await reaches(sessions, request_id, "connected", within=20)
 
@@ -367,13 +425,31 @@ async def test_a_call_lost_when_asterisk_restarts_is_closed_and_the_worker_goes_
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     await until(lambda: asterisk.pid() is None, within=10, message="Asterisk gone")
+    await until(lambda: not worker.asterisk_connected, within=10, message="the worker noticed")
+    # Visitors keep asking while the switch is down.
+    waiting = [
+        ask_for_a_call_back(settings, engine, worker, plumber, phone=phone)
+        for phone in ("+12015550124", "+12015550125")
+    ]
+    # The worker has been woken and has polled meanwhile: nothing may be claimed while down.
+    await asyncio.sleep(2)
+    assert [status_of(sessions, later) for later in waiting] == ["queued", "queued"]
+    alice.stop()
+    trunk.stop()
+    sipp("alice-again", ports.alice, "agent_accepts.xml", "-d", "1000")
+    sipp("trunk-again", ports.trunk, "uas_answer_hangup.xml", "-d", "1000")
     with sessions() as session:
         asterisk.start(list_agents(session, active_only=True), progress=print)
 
     await reaches(sessions, request_id, "completed", within=20)
+    for later in waiting:
+        await reaches(sessions, later, "completed", within=30)
     with sessions() as session:
         [attempt] = session.get_one(CallbackRequest, request_id).attempts
         assert attempt.hangup_cause_text == "lost while Asterisk was unreachable"
+        for later in waiting:
+            attempts = session.get_one(CallbackRequest, later).attempts
+            assert [a.outcome for a in attempts] == ["answered"], "no attempt spent while down"
 
 
 async def test_a_web_process_wakes_a_worker_process_at_once(

@@ -195,3 +195,28 @@ def test_demo_gateway_is_the_trunk_until_a_trunk_uri_is_set() -> None:
     assert demo.effective_trunk_uri == "sip:127.0.0.1:5390"
     assert not real.uses_demo_gateway
     assert real.effective_trunk_uri == "sip:gw.example.org"
+
+
+def test_ring_and_accept_times_reach_the_call_flow() -> None:
+    from cbserver.callflow import call_settings
+
+    settings = Settings.load(
+        environ={
+            "CBSERVER_AGENT_RING_SECONDS": "12",
+            "CBSERVER_VISITOR_RING_SECONDS": "50",
+            "CBSERVER_ACCEPT_SECONDS": "7.5",
+        }
+    )
+    call = call_settings(settings)
+    assert (call.agent_ring_seconds, call.visitor_ring_seconds, call.accept_seconds) == (
+        12,
+        50,
+        7.5,
+    )
+    assert call.app == settings.ari_app
+
+
+@pytest.mark.parametrize("value", ["0", "601", "-5"])
+def test_a_ring_time_outside_one_to_600_seconds_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"CBSERVER_AGENT_RING_SECONDS={value} must be 1 to 600"):
+        Settings.load(environ={"CBSERVER_AGENT_RING_SECONDS": value})
