@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,8 +16,10 @@ import pytest
 from cbserver.ari import AriClient, StasisStart
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.config import Settings
+from cbserver.demo_gateway import DemoGateway
+from cbserver.sipp import SippPeer
 from tests.e2e.conftest import ari_config, instance_environ
-from tests.e2e.harness import EventRecorder, free_ports, until
+from tests.e2e.harness import SCENARIOS, EventRecorder, free_ports, until
 
 
 @pytest.fixture
@@ -76,3 +79,82 @@ async def test_run_demo_serves_until_sigterm_and_its_gateway_answers_trunk_calls
     assert process.wait(timeout=30) == 0, log.read_text()
     assert "Asterisk stopped." in log.read_text()
     assert instance.pid() is None
+
+
+async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged_to_the_gateway(
+    demo: tuple[subprocess.Popen[bytes], Path, dict[str, str]], tmp_path: Path
+) -> None:
+    process, log, environ = demo
+    await until(
+        lambda: "Stop: Ctrl-C" in log.read_text() or process.poll() is not None,
+        within=60,
+        message="cbserver run to be ready",
+    )
+    output = log.read_text()
+    assert process.poll() is None, output
+    password = re.search(r"username  demo-alice\s+password  (\S+)", output)
+    assert password, output
+    settings = Settings.load(environ=environ)
+
+    # The softphone registers as the README tells a person to, then answers on that address.
+    port = free_ports(1)[0]
+    phone = SippPeer(
+        name="demo-alice-register",
+        port=port,
+        workdir=tmp_path / "phone",
+        scenario=SCENARIOS / "uac_register.xml",
+        extra_args=("-s", "demo-alice", "-au", "demo-alice", "-ap", password.group(1)),
+    )
+    phone.call(f"127.0.0.1:{settings.sip_port}", timeout=10)
+    assert [m.status for m in phone.received()][-1] == 200, "registered"
+    softphone = SippPeer(
+        name="demo-alice",
+        port=port,
+        workdir=tmp_path / "phone",
+        scenario=SCENARIOS / "agent_accepts.xml",
+        media_port=free_ports(1)[0],
+        extra_args=("-aa", "-d", "1000"),
+    )
+    softphone.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.web_port}/") as web:
+            created = await web.post(
+                "api/v1/callbacks", json={"subscriber": "acme", "phone": "+14155550123"}
+            )
+            assert created.status_code == 201, created.text
+            callback = created.json()
+
+            async def status() -> str:
+                answer = await web.get(callback["status_url"])
+                found = re.search(r'data-field="status_text">([^<]*)<', answer.text)
+                return found.group(1) if found else answer.text
+
+            await until(
+                lambda: _shows(status, "You are connected."),
+                within=30,
+                message="the visitor's page to say connected",
+            )
+            [invite] = softphone.received("INVITE")
+            assert "+14155550123" in (invite.header("From") or ""), "the agent sees the visitor"
+            gateway = DemoGateway(settings).peer
+            [trunk_invite] = gateway.received("INVITE")
+            assert trunk_invite.request_uri.startswith("sip:+14155550123@")
+
+            # The agent hangs up; the visitor's line is released and the call-back is done.
+            async with AriClient(ari_config(AsteriskInstance(settings), app="demo-probe")) as ari:
+                [agent_leg] = [
+                    c for c in await ari.list_channels() if c.name.startswith("PJSIP/demo-alice")
+                ]
+                assert await ari.hangup(agent_leg.id)
+            await until(
+                lambda: _shows(status, "Done: thank you for talking to us."),
+                within=15,
+                message="the visitor's page to say done",
+            )
+            await until(lambda: gateway.received("BYE"), within=10, message="the gateway's BYE")
+    finally:
+        softphone.stop()
+
+
+async def _shows(status: Callable[[], Awaitable[str]], text: str) -> bool:
+    return await status() == text
