@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import inspect
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -110,3 +112,10 @@ class EventRecorder:
             )
             or "no events"
         )
+
+
+def shown_status(page_html: str) -> str:
+    """The status a visitor's status page shows, as the visitor reads it."""
+    found = re.search(r'data-field="status_text">([^<]*)<', page_html)
+    assert found is not None, page_html
+    return html.unescape(found.group(1))

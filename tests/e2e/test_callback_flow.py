@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import html as html_module
 import os
-import re
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from cbserver.sipp import SippPeer
 from cbserver.web import create_app
 from cbserver.worker import Worker
 from tests.e2e.conftest import Ports, ari_config
-from tests.e2e.harness import free_ports, until
+from tests.e2e.harness import free_ports, shown_status, until
 
 WORKER_APP = "cbserver-worker-e2e"
 VISITOR = "+12015550123"
@@ -179,16 +177,13 @@ async def test_the_visitors_status_page_shows_each_state_of_the_call(
 
     seen: list[str] = []
 
-    def shown_status() -> str | None:
-        html = web.get(f"{page.path}?{page.query}").get_data(as_text=True)
-        text = re.search(r'data-field="status_text">([^<]*)<', html)
-        assert text is not None, html
-        status = html_module.unescape(text.group(1))
+    def follow_the_page() -> bool:
+        status = shown_status(web.get(f"{page.path}?{page.query}").get_data(as_text=True))
         if not seen or seen[-1] != status:
             seen.append(status)
-        return status if status.startswith("Done") else None
+        return status.startswith("Done")
 
-    await until(shown_status, within=30, interval=0.05, message=lambda: f"done; saw {seen}")
+    await until(follow_the_page, within=30, interval=0.05, message=lambda: f"done; saw {seen}")
     states = [
         "Getting someone for you now.",
         "Calling you now.",

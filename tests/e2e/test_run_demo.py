@@ -19,7 +19,7 @@ from cbserver.config import Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.sipp import SippPeer
 from tests.e2e.conftest import ari_config, instance_environ
-from tests.e2e.harness import SCENARIOS, EventRecorder, free_ports, until
+from tests.e2e.harness import SCENARIOS, EventRecorder, free_ports, shown_status, until
 
 
 @pytest.fixture
@@ -43,17 +43,23 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[s
     AsteriskInstance(Settings.load(environ=environ)).stop()
 
 
+async def ready(process: subprocess.Popen[bytes], log: Path) -> str:
+    """What ``cbserver run --demo`` printed once it is ready; it must still be running."""
+
+    def printed_when_ready() -> str | None:
+        text = log.read_text()
+        return text if "Stop: Ctrl-C" in text or process.poll() is not None else None
+
+    output: str = await until(printed_when_ready, within=60, message="cbserver run to be ready")
+    assert process.poll() is None, output
+    return output
+
+
 async def test_run_demo_serves_until_sigterm_and_its_gateway_answers_trunk_calls(
     demo: tuple[subprocess.Popen[bytes], Path, dict[str, str]],
 ) -> None:
     process, log, environ = demo
-    await until(
-        lambda: "Stop: Ctrl-C" in log.read_text() or process.poll() is not None,
-        within=60,
-        message="cbserver run to be ready",
-    )
-    output = log.read_text()
-    assert process.poll() is None, output
+    output = await ready(process, log)
     assert "username  demo-alice" in output
     assert "username  demo-bob" in output
     base_url = f"http://127.0.0.1:{environ['CBSERVER_WEB_PORT']}/"
@@ -85,13 +91,7 @@ async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged
     demo: tuple[subprocess.Popen[bytes], Path, dict[str, str]], tmp_path: Path
 ) -> None:
     process, log, environ = demo
-    await until(
-        lambda: "Stop: Ctrl-C" in log.read_text() or process.poll() is not None,
-        within=60,
-        message="cbserver run to be ready",
-    )
-    output = log.read_text()
-    assert process.poll() is None, output
+    output = await ready(process, log)
     password = re.search(r"username  demo-alice\s+password  (\S+)", output)
     assert password, output
     settings = Settings.load(environ=environ)
@@ -125,9 +125,7 @@ async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged
             callback = created.json()
 
             async def status() -> str:
-                answer = await web.get(callback["status_url"])
-                found = re.search(r'data-field="status_text">([^<]*)<', answer.text)
-                return found.group(1) if found else answer.text
+                return shown_status((await web.get(callback["status_url"])).text)
 
             await until(
                 lambda: _shows(status, "You are connected."),
