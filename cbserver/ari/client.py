@@ -199,13 +199,13 @@ class AriClient:
             content = body.encode()
         else:
             response = await self._request(method, path, json_body=json_body, **params)
-            content = response.content
+            status, content = response.status_code, response.content
         if not content:
             return None
         try:
             return json.loads(content)
         except ValueError as exc:
-            raise AriError("response is not JSON", method=method, path=path) from exc
+            raise AriError("response is not JSON", status=status, method=method, path=path) from exc
 
     async def _delete_if_exists(self, path: str, **params: Any) -> bool:
         try:
