@@ -98,6 +98,9 @@ class AgentFirstCall:
         self.whisper = (f"sound:{prompt}",) if prompt else settings.whisper
         self.whisper_playback: str | None = None
 
+    def _channel_for(self, leg: str) -> str:
+        return channel_id(self.request_id, self.claim.attempt_number, leg)
+
     @property
     def channels(self) -> set[str]:
         return {c for c in (self.agent_channel, self.visitor_channel) if c is not None}
@@ -199,7 +202,7 @@ class AgentFirstCall:
         """Ring the next agent in order; when none is left, the attempt has failed."""
         while self.agents:
             agent_id, agent_name = self.agents.pop(0)
-            self.agent_channel = channel_id(self.request_id, self.claim.attempt_number, agent_name)
+            self.agent_channel = self._channel_for(agent_name)
             if self.agent_channel != self.claim.first_channel:
                 await self.database.run(
                     self._update_attempt, agent_id=agent_id, agent_channel_id=self.agent_channel
@@ -268,7 +271,7 @@ class AgentFirstCall:
         self.accepted = True
         self._stop_accept_timer()
         endpoint, caller_id = self._visitor_call()
-        self.visitor_channel = channel_id(self.request_id, self.claim.attempt_number, "visitor")
+        self.visitor_channel = self._channel_for("visitor")
         if not await self.database.run(
             self._move,
             RequestStatus.DIALING_VISITOR,
@@ -308,8 +311,8 @@ class AgentFirstCall:
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )
 
-    async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:
-        if channel_id == self.agent_channel and not self.accepted:
+    async def _hung_up(self, gone_channel: str, cause: int, cause_text: str) -> None:
+        if gone_channel == self.agent_channel and not self.accepted:
             # Busy, no answer, rejected, or did not press 1: the next agent, same attempt.
             self._stop_accept_timer()
             log.info("request %s: agent gone (%s %s)", self.request_id, cause, cause_text)
@@ -317,10 +320,10 @@ class AgentFirstCall:
             return
         self.finished = True
         self._stop_accept_timer()
-        visitor_never_answered = channel_id == self.visitor_channel and self.bridge_id is None
+        visitor_never_answered = gone_channel == self.visitor_channel and self.bridge_id is None
         if visitor_never_answered and self.agent_channel is not None:
             await self._tell_agent_and_release(self.agent_channel)
-        for other in self.channels - {channel_id}:
+        for other in self.channels - {gone_channel}:
             await self.ari.hangup(other)
         if self.bridge_id is not None:
             await self.ari.destroy_bridge(self.bridge_id)
@@ -412,8 +415,8 @@ class VisitorFirstCall(AgentFirstCall):
         await self.database.run(self._close, cause, cause_text)
         self._finish()
 
-    async def _hung_up(self, channel_id: str, cause: int, cause_text: str) -> None:
-        if channel_id == self.visitor_channel and self.agent_channel is not None:
+    async def _hung_up(self, gone_channel: str, cause: int, cause_text: str) -> None:
+        if gone_channel == self.visitor_channel and self.agent_channel is not None:
             # The visitor left while agents rang: stop ringing them.
             self.agents.clear()
-        await super()._hung_up(channel_id, cause, cause_text)
+        await super()._hung_up(gone_channel, cause, cause_text)

@@ -39,6 +39,16 @@ class _WakeProtocol(asyncio.DatagramProtocol):
         self.wake()
 
 
+async def _first_of(*events: asyncio.Event, at_most: float | None = None) -> None:
+    """Until any of ``events`` is set, or ``at_most`` seconds have passed."""
+    waits = {asyncio.create_task(event.wait()) for event in events}
+    try:
+        await asyncio.wait(waits, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -77,23 +87,11 @@ class Worker:
 
     async def _idle(self, stop: asyncio.Event) -> None:
         """Until stopped, woken, or the next poll: polling is the fallback, not the path."""
-        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())}
-        try:
-            await asyncio.wait(
-                waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in waits:
-                task.cancel()
+        await _first_of(stop, self._wake, at_most=self.poll_seconds)
 
     async def _until_connected(self, app: StasisApp, stop: asyncio.Event) -> None:
         log.warning("worker %s: Asterisk unreachable; claiming nothing until it is back", self.name)
-        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(app.connected.wait())}
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
+        await _first_of(stop, app.connected)
         if app.connected.is_set():
             log.info("worker %s: Asterisk is back; claiming again", self.name)
 
