@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,11 +29,14 @@ from cbserver.config import Settings
 from cbserver.db import DatabaseThread
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus, utcnow
 from cbserver.numbers import trunk_endpoint
+from cbserver.retries import GiveUp, RetryPolicy, plan_retry
+from cbserver.scheduling import hours_of, local_text
 from cbserver.states import transition
 
 log = logging.getLogger("cbserver.callflow")
 
 ACCEPT_DIGIT = "1"
+_CHANCE = random.Random()
 # Q.850 causes Asterisk reports, as the outcomes an attempt records.
 OUTCOMES = {16: "answered", 17: "busy", 18: "no_answer", 19: "no_answer", 21: "rejected"}
 
@@ -59,6 +63,41 @@ def call_settings(settings: Settings) -> CallSettings:
         agent_ring_seconds=settings.agent_ring_seconds,
         visitor_ring_seconds=settings.visitor_ring_seconds,
         accept_seconds=settings.accept_seconds,
+    )
+
+
+def retry_or_give_up(
+    session: Session,
+    request: CallbackRequest,
+    outcome: str,
+    now: datetime,
+    chance: random.Random = _CHANCE,
+) -> None:
+    """After a failed attempt: the next one by the subscriber's rules, inside its opening
+    hours and before the request's deadline; else failed (no attempts left) or expired."""
+    subscriber = request.subscriber
+    policy = RetryPolicy.of(
+        subscriber.max_attempts, subscriber.retry_interval_seconds, subscriber.retry_rules
+    )
+    decision = plan_retry(
+        policy,
+        outcome,
+        request.attempt_count,
+        now,
+        hours_of(subscriber),
+        request.deadline_at,
+        chance,
+    )
+    released = {"claimed_by": None, "lease_until": None}
+    if isinstance(decision, GiveUp):
+        target = RequestStatus.EXPIRED if decision.expired else RequestStatus.FAILED
+        transition(session, request, target, decision.reason, now=now, **released)
+        return
+    reason = f"attempt {request.attempt_count} {outcome}; trying again later"
+    if decision.moved:
+        reason += f", when we open: {local_text(decision.at, subscriber.time_zone)}"
+    transition(
+        session, request, RequestStatus.RETRY_WAIT, reason, now=now, due_at=decision.at, **released
     )
 
 
@@ -137,8 +176,8 @@ class AgentFirstCall:
         """The visitor's dial string (re-validated here, at dial time) and the caller ID."""
         return trunk_endpoint(self.visitor_phone), self.business_caller_id
 
-    def _close(self, cause: int, cause_text: str) -> None:
-        """Complete the request, or record a failed attempt and retry or give up."""
+    def _close(self, cause: int, cause_text: str, outcome: str | None = None) -> None:
+        """Complete the request, or record a failed attempt and retry, give up or expire."""
         now = utcnow()
         with self.sessions() as session:
             request = session.get_one(CallbackRequest, self.request_id)
@@ -157,41 +196,12 @@ class AgentFirstCall:
                     lease_until=None,
                 )
             else:
-                attempt.outcome = OUTCOMES.get(cause, "failed")
+                attempt.outcome = outcome or OUTCOMES.get(cause, "failed")
                 if attempt.outcome == "answered":
                     # Normal clearing before the bridge: the agent (or visitor) hung up early.
                     attempt.outcome = "failed" if self.accepted else "rejected"
-                self._retry_or_fail(session, request, attempt.outcome, now)
+                retry_or_give_up(session, request, attempt.outcome, now)
             session.commit()
-
-    def _retry_or_fail(
-        self,
-        session: Session,
-        request: CallbackRequest,
-        outcome: str,
-        now: datetime,
-    ) -> None:
-        subscriber = request.subscriber
-        if request.attempt_count >= subscriber.max_attempts:
-            transition(
-                session,
-                request,
-                RequestStatus.FAILED,
-                f"attempt {request.attempt_count} {outcome}; no attempts left",
-                claimed_by=None,
-                lease_until=None,
-            )
-            return
-        due = now + timedelta(seconds=subscriber.retry_interval_seconds)
-        transition(
-            session,
-            request,
-            RequestStatus.RETRY_WAIT,
-            f"attempt {request.attempt_count} {outcome}; trying again later",
-            due_at=due,
-            claimed_by=None,
-            lease_until=None,
-        )
 
     # --- the call ---------------------------------------------------------------------------
 
@@ -225,7 +235,7 @@ class AgentFirstCall:
         await self._no_agent_left(last_cause, last_text)
 
     async def _no_agent_left(self, cause: int, cause_text: str) -> None:
-        await self.database.run(self._close, cause, cause_text)
+        await self.database.run(self._close, cause, cause_text, "no_agent")
         self._finish()
 
     async def handle(self, event: Event) -> None:
@@ -412,7 +422,7 @@ class VisitorFirstCall(AgentFirstCall):
                 pass
             self.finished = True
             await self.ari.hangup(visitor)
-        await self.database.run(self._close, cause, cause_text)
+        await self.database.run(self._close, cause, cause_text, "no_agent")
         self._finish()
 
     async def _hung_up(self, gone_channel: str, cause: int, cause_text: str) -> None:

@@ -8,11 +8,12 @@ commits: one database round trip between a visitor's click and the first INVITE.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from cbserver.models import (
     Agent,
@@ -20,11 +21,14 @@ from cbserver.models import (
     CallAttempt,
     CallbackRequest,
     CallOrder,
+    RequestEvent,
     RequestStatus,
 )
-from cbserver.states import IllegalTransition, StaleRequest, transition
+from cbserver.states import StaleRequest, transition
 
+log = logging.getLogger("cbserver.claims")
 LEASE = timedelta(minutes=2)
+IN_CALL = (RequestStatus.DIALING_AGENT, RequestStatus.DIALING_VISITOR, RequestStatus.CONNECTED)
 CANDIDATES = 5
 
 
@@ -60,29 +64,67 @@ def first_status(request: CallbackRequest) -> RequestStatus:
     return RequestStatus.DIALING_AGENT
 
 
+PROMOTIONS = (
+    (RequestStatus.RETRY_WAIT, "time for another try"),
+    (RequestStatus.SCHEDULED, "the booked time has come"),
+)
+
+
 def promote_due(session: Session, now: datetime) -> int:
-    """Retries and booked slots whose time has come go back in the queue; how many. Committed."""
-    due = session.scalars(
-        select(CallbackRequest).where(
-            CallbackRequest.status.in_((RequestStatus.RETRY_WAIT, RequestStatus.SCHEDULED)),
-            CallbackRequest.due_at <= now,
-        )
-    ).all()
+    """Retries and booked slots whose time has come go back in the queue; how many. Committed.
+
+    One UPDATE per kind, whatever their number: each row moves once even when workers race,
+    since the UPDATE itself checks the status and reports the rows it moved.
+    """
     moved = 0
-    for request in due:
-        reason = (
-            "time for another try"
-            if request.status == RequestStatus.RETRY_WAIT
-            else ("the booked time has come")
-        )
-        try:
-            transition(session, request, RequestStatus.QUEUED, reason, now=now)
-        except (StaleRequest, IllegalTransition):
-            session.rollback()
-            continue
-        session.commit()
-        moved += 1
+    for status, reason in PROMOTIONS:
+        ids = session.scalars(
+            update(CallbackRequest)
+            .where(CallbackRequest.status == status, CallbackRequest.due_at <= now)
+            .values(status=RequestStatus.QUEUED.value, updated_at=now)
+            .returning(CallbackRequest.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        if ids:
+            session.execute(
+                insert(RequestEvent),
+                [
+                    {
+                        "request_id": request_id,
+                        "at": now,
+                        "from_status": status.value,
+                        "to_status": RequestStatus.QUEUED.value,
+                        "reason": reason,
+                    }
+                    for request_id in ids
+                ],
+            )
+            log.info("%d request(s) %s -> queued (%s)", len(ids), status.value, reason)
+        moved += len(ids)
+    session.commit()
+    if moved:
+        # Rows moved behind the session's back: nothing it holds may be trusted as loaded.
+        session.expire_all()
     return moved
+
+
+def _has_a_free_agent() -> ColumnElement[bool]:
+    """The candidate's subscriber has fewer calls under way than active agents."""
+    other = aliased(CallbackRequest)
+    under_way = (
+        select(func.count())
+        .select_from(other)
+        .where(other.subscriber_id == CallbackRequest.subscriber_id, other.status.in_(IN_CALL))
+        .scalar_subquery()
+    )
+    agents = (
+        select(func.count())
+        .select_from(AgentAssignment)
+        .join(Agent, Agent.id == AgentAssignment.agent_id)
+        .where(AgentAssignment.subscriber_id == CallbackRequest.subscriber_id, Agent.active)
+        .scalar_subquery()
+    )
+    return under_way < agents
 
 
 def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
@@ -90,7 +132,11 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
     nothing is due. Committed."""
     query = (
         select(CallbackRequest)
-        .where(CallbackRequest.status == RequestStatus.QUEUED, CallbackRequest.due_at <= now)
+        .where(
+            CallbackRequest.status == RequestStatus.QUEUED,
+            CallbackRequest.due_at <= now,
+            _has_a_free_agent(),
+        )
         .order_by(CallbackRequest.due_at, CallbackRequest.created_at)
         .limit(CANDIDATES)
         .options(joinedload(CallbackRequest.subscriber, innerjoin=True))

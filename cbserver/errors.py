@@ -7,10 +7,19 @@ class CbError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        # What the caller can act on, e.g. the next free slots beside "this slot is full".
+        self.details = details or {}
         if code is not None:
             self.code = code
 
@@ -18,6 +27,7 @@ class CbError(Exception):
         error: dict[str, object] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
+        error.update(self.details)
         return {"error": error}
 
 

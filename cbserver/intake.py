@@ -18,6 +18,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cbserver import scheduling
 from cbserver.errors import BadRequest, Conflict, Invalid, NotFound
 from cbserver.i18n import _
 from cbserver.models import (
@@ -39,7 +40,6 @@ MAX_NAME = 100
 MAX_TOPIC = 500
 MAX_PAGE_URL = 2000
 MAX_IDEMPOTENCY_KEY = 100
-MAX_AHEAD = timedelta(days=30)
 # A slot that started a moment ago (clock skew, a slow form) is still taken as asked.
 PAST_GRACE = timedelta(minutes=2)
 ALLOWED_NUMBER_TYPES = frozenset(
@@ -47,7 +47,9 @@ ALLOWED_NUMBER_TYPES = frozenset(
 )
 # ASCII only: phonenumbers would quietly read look-alike digits (fullwidth, Arabic-Indic).
 _PHONE_CHARACTERS = re.compile(r"[0-9+()\-. /]{3,40}")
-WAITING = (RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
+WAITING = scheduling.WAITING
+# A request may be moved, and holds its slot's place, while nobody has started calling it.
+MOVABLE = (RequestStatus.SCHEDULED, RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
 
 
 @dataclass(frozen=True)
@@ -181,13 +183,15 @@ def _requested_time(when: str | None, now: datetime) -> datetime | None:
     at = at.astimezone(UTC)
     if at < now - PAST_GRACE:
         raise Invalid(_("That time has already passed."), field="when", code="time_past")
-    if at > now + MAX_AHEAD:
-        raise Invalid(
-            _("We can take call-backs up to %(days)s days ahead.", days=MAX_AHEAD.days),
-            field="when",
-            code="time_too_far",
-        )
     return at
+
+
+def plan(subscriber: Subscriber, when: str | None, now: datetime) -> scheduling.Plan:
+    """When the request will be called: as soon as the business is open, or a booked slot."""
+    requested = _requested_time(when, now)
+    if requested is None:
+        return scheduling.plan_asap(subscriber, now)
+    return scheduling.plan_slot(subscriber, max(requested, now), now)
 
 
 def _check_idempotency_key(key: str | None) -> str | None:
@@ -245,32 +249,30 @@ def submit(session: Session, submission: Submission, *, now: datetime | None = N
     name = _clean_text(submission.name, "name", MAX_NAME, multiline=False)
     topic = _clean_text(submission.topic, "topic", MAX_TOPIC, multiline=True)
     page_url = _clean_page_url(submission.page_url)
-    requested = _requested_time(submission.when, now)
+    planned = plan(subscriber, submission.when, now)
     if (waiting := _open_for_phone(session, subscriber, phone)) is not None:
         return Submitted(waiting, created=False)
 
-    future = requested is not None and requested > now
     request = CallbackRequest(
         subscriber=subscriber,
         visitor_phone=phone,
         visitor_name=name,
         topic=topic,
         page_url=page_url,
-        requested_time=requested,
-        due_at=requested or now,
-        status=(RequestStatus.SCHEDULED if future else RequestStatus.QUEUED).value,
+        requested_time=planned.slot.start if planned.slot else None,
+        slot_start=planned.slot.start if planned.slot else None,
+        due_at=planned.due_at,
+        deadline_at=planned.deadline_at,
+        status=planned.status.value,
         idempotency_key=key,
         created_at=now,
         updated_at=now,
     )
-    session.add(request)
     try:
+        scheduling.hold_place(session, subscriber, planned, now)
+        session.add(request)
         session.flush()
-        record_creation(
-            session,
-            request,
-            "scheduled for the requested time" if future else "waiting to be called",
-        )
+        record_creation(session, request, planned.reason)
         session.commit()
     except IntegrityError:
         # A concurrent identical submission won the unique index: answer with its request.
@@ -303,14 +305,59 @@ def cancel(session: Session, request: CallbackRequest, reason: str) -> None:
             _("The call is under way; it ends when either side hangs up."),
             code="request_in_call",
         )
+    # Its slot's place goes back only if the slot was not used by a call already.
+    waiting = request.status in MOVABLE
     try:
         transition(session, request, RequestStatus.CANCELED, reason)
     except StaleRequest as exc:
         session.rollback()
+        raise _changed() from exc
+    if waiting:
+        scheduling.give_back_place(session, request)
+    session.commit()
+
+
+def _changed() -> Conflict:
+    return Conflict(
+        _("This call-back request changed just now. Please look again."),
+        code="request_changed",
+    )
+
+
+def reschedule(
+    session: Session,
+    request: CallbackRequest,
+    when: str | None,
+    reason: str,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Move a request that is still waiting to another slot (or "asap"); committed."""
+    now = now or utcnow()
+    if request.status not in MOVABLE:
         raise Conflict(
-            _("This call-back request changed just now. Please look again."),
-            code="request_changed",
-        ) from exc
+            _("This call-back request can no longer be moved: it is under way or over."),
+            code="request_not_movable",
+        )
+    subscriber = request.subscriber
+    planned = plan(subscriber, when, now)
+    scheduling.hold_place(session, subscriber, planned, now)
+    scheduling.give_back_place(session, request)
+    try:
+        transition(
+            session,
+            request,
+            planned.status,
+            f"{reason}: {planned.reason}",
+            now=now,
+            due_at=planned.due_at,
+            deadline_at=planned.deadline_at,
+            slot_start=planned.slot.start if planned.slot else None,
+            requested_time=planned.slot.start if planned.slot else None,
+        )
+    except StaleRequest as exc:
+        session.rollback()
+        raise _changed() from exc
     session.commit()
 
 
@@ -331,19 +378,22 @@ def queue_position(session: Session, request: CallbackRequest) -> int | None:
     return int(ahead or 0) + 1
 
 
-# Until real handling times are measured, a call-back is assumed to take this long.
-DEFAULT_HANDLING = timedelta(minutes=3)
-
-
 def estimated_call_at(
     session: Session, request: CallbackRequest, *, now: datetime | None = None
 ) -> datetime | None:
-    """When the visitor can expect the call: None once it is happening or over."""
+    """When the visitor can expect the call: None once it is happening or over.
+
+    Those ahead in the line share the subscriber's agents, each taking as long as recent
+    calls took; a closed business adds the wait for its next opening.
+    """
     if request.status == RequestStatus.SCHEDULED:
         return request.due_at
     position = queue_position(session, request)
     if position is None:
         return None
-    agents = sum(1 for a in request.subscriber.assignments if a.agent.active) or 1
+    subscriber = request.subscriber
+    agents = scheduling.active_agent_count(session, subscriber.id) or 1
     start = max(request.due_at, now or utcnow())
-    return start + DEFAULT_HANDLING * ((position - 1) // agents)
+    start = scheduling.hours_of(subscriber).next_opening(start) or start
+    handling = scheduling.handling_time(session, subscriber.id)
+    return start + handling * ((position - 1) // agents)

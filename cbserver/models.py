@@ -6,8 +6,10 @@ import secrets
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Dialect,
     ForeignKey,
@@ -91,6 +93,13 @@ OPEN_STATUSES = (
 _OPEN_SQL = "status IN (" + ", ".join(f"'{s.value}'" for s in OPEN_STATUSES) + ")"
 
 
+class OutsideHours(StrEnum):
+    """What an "as soon as possible" request made while the business is closed becomes."""
+
+    SCHEDULE = "schedule"
+    REFUSE = "refuse"
+
+
 class CallOrder(StrEnum):
     AGENT_FIRST = "agent_first"
     VISITOR_FIRST = "visitor_first"
@@ -135,6 +144,19 @@ class Subscriber(Base):
     allowed_countries: Mapped[str] = mapped_column(String(200), default="")
     # Comma-separated web origins the widget may post from (CORS).
     allowed_origins: Mapped[str] = mapped_column(Text, default="")
+    # Opening hours as JSON (see hours.py); None: open around the clock.
+    hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outside_hours: Mapped[str] = mapped_column(
+        String(16), default=OutsideHours.SCHEDULE.value, server_default="schedule"
+    )
+    slot_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    # Bookings per slot; None: as many as the subscriber has active agents.
+    slot_capacity: Mapped[int | None] = mapped_column(Integer)
+    booking_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
+    # A request not served by the end of the local day this many days after its due day expires.
+    deadline_days: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Per-outcome retry rules as JSON (see retries.py); None: max_attempts and the interval.
+    retry_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(default=True)
     widget_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_secret)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
@@ -212,6 +234,7 @@ class CallbackRequest(Base):
             sqlite_where=text(_OPEN_SQL),
         ),
         Index("ix_callback_requests_due", "status", "due_at"),
+        Index("ix_callback_requests_deadline", "status", "deadline_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_request_id)
@@ -223,6 +246,10 @@ class CallbackRequest(Base):
     # None means "as soon as possible".
     requested_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
     due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The booked slot's start, while the request holds a place in it.
+    slot_start: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Not served by then: expired.
+    deadline_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     status: Mapped[str] = mapped_column(String(20))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
@@ -232,6 +259,8 @@ class CallbackRequest(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # When the visitor's number, name and topic were erased after the retention period.
+    anonymised_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     subscriber: Mapped[Subscriber] = relationship()
     events: Mapped[list[RequestEvent]] = relationship(
@@ -240,6 +269,19 @@ class CallbackRequest(Base):
     attempts: Mapped[list[CallAttempt]] = relationship(
         back_populates="request", order_by="CallAttempt.number", cascade="all, delete-orphan"
     )
+
+
+class SlotBooking(Base):
+    """How many requests hold a place in one of a subscriber's slots: booked by a conditional
+    UPDATE (``booked < capacity``), so two visitors cannot both take the last place."""
+
+    __tablename__ = "slot_bookings"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class CallAttempt(Base):
@@ -261,7 +303,7 @@ class CallAttempt(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     hangup_cause: Mapped[int | None] = mapped_column(Integer)
     hangup_cause_text: Mapped[str | None] = mapped_column(String(100))
-    # answered | busy | no_answer | rejected | failed
+    # answered | busy | no_answer | rejected | no_agent | failed
     outcome: Mapped[str | None] = mapped_column(String(20))
 
     request: Mapped[CallbackRequest] = relationship(back_populates="attempts")

@@ -21,13 +21,17 @@ log = logging.getLogger("cbserver.states")
 
 TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED}),
-    S.QUEUED: frozenset({S.DIALING_AGENT, S.DIALING_VISITOR, S.SCHEDULED, S.CANCELED, S.EXPIRED}),
+    # queued -> queued: moved to another place in the line (rescheduled into a slot under way).
+    S.QUEUED: frozenset(
+        {S.DIALING_AGENT, S.DIALING_VISITOR, S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED}
+    ),
     # Agent-first: agent, then visitor. Visitor-first: visitor, then agent.
+    # A failed attempt with no time left before the deadline expires the request.
     S.DIALING_AGENT: frozenset(
-        {S.DIALING_VISITOR, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED}
+        {S.DIALING_VISITOR, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED, S.EXPIRED}
     ),
     S.DIALING_VISITOR: frozenset(
-        {S.DIALING_AGENT, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED}
+        {S.DIALING_AGENT, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED, S.EXPIRED}
     ),
     S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
     S.RETRY_WAIT: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.FAILED}),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import phonenumbers
 from flask import url_for
@@ -13,10 +12,11 @@ from sqlalchemy.orm import Session
 from cbserver import intake
 from cbserver.i18n import _l
 from cbserver.models import CallbackRequest, RequestStatus
+from cbserver.scheduling import local_text
 from cbserver.states import can_transition
 
 STATUS_TEXT = {
-    RequestStatus.SCHEDULED: _l("Booked: we will call you at the time you chose."),
+    RequestStatus.SCHEDULED: _l("Booked: we will call you at the time shown."),
     RequestStatus.QUEUED: _l("Waiting: we will call you as soon as someone is free."),
     RequestStatus.DIALING_AGENT: _l("Getting someone for you now."),
     RequestStatus.DIALING_VISITOR: _l("Calling you now."),
@@ -31,11 +31,6 @@ STATUS_TEXT = {
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def local_text(moment: datetime, time_zone: str) -> str:
-    """A time as the business's visitors read it: "Wed 25 Nov, 08:13 (America/Los_Angeles)"."""
-    return f"{moment.astimezone(ZoneInfo(time_zone)):%a %d %b, %H:%M} ({time_zone})"
 
 
 def phone_display(e164: str) -> str:
@@ -67,12 +62,15 @@ def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
         "name": request.visitor_name,
         "topic": request.topic,
         "requested_time": _iso(request.requested_time),
+        "slot_start": _iso(request.slot_start),
         "due_at": _iso(request.due_at),
         "due_text": local_text(request.due_at, zone),
+        "deadline_at": _iso(request.deadline_at),
         "position": intake.queue_position(session, request),
         "estimated_call_at": _iso(expected),
         "estimated_call_text": local_text(expected, zone) if expected else None,
         "can_cancel": can_transition(status, RequestStatus.CANCELED),
+        "can_reschedule": status in intake.MOVABLE,
         "created_at": _iso(request.created_at),
         "updated_at": _iso(request.updated_at),
         "events": [

@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.agents import add_agent
-from cbserver.claims import LEASE, claim_next
+from cbserver.claims import LEASE, claim_next, promote_due
+from cbserver.states import transition
 from cbserver.intake import Submission, submit
 from cbserver.models import (
+    Agent,
     AgentAssignment,
     CallbackRequest,
     CallOrder,
@@ -35,11 +37,23 @@ def acme(session: Session) -> Subscriber:
     return subscriber
 
 
+@pytest.fixture
+def staff(session: Session, acme: Subscriber) -> list[Agent]:
+    """Six agents serving acme: as many calls at once as the racing tests make."""
+    agents = [
+        add_agent(session, f"agent{n}", contact=f"sip:agent{n}@127.0.0.1:{5900 + n}").agent
+        for n in range(6)
+    ]
+    acme.assignments += [AgentAssignment(agent=agent) for agent in agents]
+    session.commit()
+    return agents
+
+
 def ask(session: Session, phone: str, at: datetime, when: str = "asap") -> str:
     return submit(session, Submission("acme", phone, when=when), now=at).request.id
 
 
-@pytest.mark.usefixtures("acme")
+@pytest.mark.usefixtures("staff")
 def test_the_oldest_due_request_is_claimed_with_a_lease(session: Session) -> None:
     first = ask(session, "+12015550123", NOW)
     ask(session, "+12015550124", NOW + timedelta(seconds=1))
@@ -61,6 +75,7 @@ def test_the_oldest_due_request_is_claimed_with_a_lease(session: Session) -> Non
     )
 
 
+@pytest.mark.usefixtures("staff")
 def test_visitor_first_business_starts_by_dialing_the_visitor(
     session: Session, acme: Subscriber
 ) -> None:
@@ -76,9 +91,8 @@ def test_visitor_first_business_starts_by_dialing_the_visitor(
     assert attempt.agent_id is None
 
 
-def test_racing_workers_never_take_the_same_request(
-    sessions: sessionmaker[Session], acme: Subscriber
-) -> None:
+@pytest.mark.usefixtures("staff")
+def test_racing_workers_never_take_the_same_request(sessions: sessionmaker[Session]) -> None:
     with sessions() as setup:
         for n in range(6):
             ask(setup, f"+1201555{n:04d}", NOW + timedelta(milliseconds=n))
@@ -153,13 +167,11 @@ def test_anything_else_never_becomes_a_dial_string(number: str) -> None:
         trunk_endpoint(number)
 
 
-@pytest.mark.usefixtures("acme")
+@pytest.mark.usefixtures("staff")
 def test_retries_and_booked_slots_come_back_in_the_queue_when_due(session: Session) -> None:
-    from cbserver.claims import promote_due
-    from cbserver.states import transition
-
     retry = ask(session, "+12015550123", NOW)
-    booked = ask(session, "+12015550124", NOW, when=(NOW + timedelta(minutes=5)).isoformat())
+    # In the 15:15-15:30 slot: due at its start.
+    booked = ask(session, "+12015550124", NOW, when=(NOW + timedelta(minutes=20)).isoformat())
     later = ask(session, "+12015550125", NOW, when=(NOW + timedelta(hours=1)).isoformat())
     request = session.get_one(CallbackRequest, retry)
     transition(session, request, RequestStatus.DIALING_AGENT, "test")
@@ -169,7 +181,47 @@ def test_retries_and_booked_slots_come_back_in_the_queue_when_due(session: Sessi
     session.commit()
 
     assert promote_due(session, NOW + timedelta(minutes=1)) == 0
-    assert promote_due(session, NOW + timedelta(minutes=10)) == 2
+    assert promote_due(session, NOW + timedelta(minutes=14)) == 1
+    assert promote_due(session, NOW + timedelta(minutes=15)) == 1
     statuses = {rid: session.get_one(CallbackRequest, rid).status for rid in (retry, booked, later)}
     assert statuses == {retry: "queued", booked: "queued", later: "scheduled"}
+    session.expire_all()
     assert session.get_one(CallbackRequest, retry).events[-1].reason == "time for another try"
+    assert session.get_one(CallbackRequest, booked).events[-1].reason == "the booked time has come"
+
+
+def test_a_subscriber_never_has_more_calls_under_way_than_active_agents(
+    session: Session, acme: Subscriber
+) -> None:
+    alice = add_agent(session, "alice", contact="sip:alice@127.0.0.1:5999").agent
+    acme.assignments.append(AgentAssignment(agent=alice))
+    session.commit()
+    first = ask(session, "+12015550123", NOW)
+    second = ask(session, "+12015550124", NOW + timedelta(seconds=1))
+
+    claim = claim_next(session, "worker-a", NOW + timedelta(seconds=2))
+    assert claim is not None and claim.request_id == first
+    assert claim_next(session, "worker-a", NOW + timedelta(seconds=2)) is None, (
+        "alice is on the first call: the second waits"
+    )
+    request = session.get_one(CallbackRequest, first)
+    transition(session, request, RequestStatus.RETRY_WAIT, "busy", due_at=NOW + timedelta(hours=1))
+    session.commit()
+    claim = claim_next(session, "worker-a", NOW + timedelta(seconds=3))
+    assert claim is not None and claim.request_id == second
+
+
+def test_a_retry_keeps_its_place_among_requests_due_at_the_same_time(
+    session: Session, staff: list[Agent]
+) -> None:
+    older = ask(session, "+12015550123", NOW)
+    request = session.get_one(CallbackRequest, older)
+    transition(session, request, RequestStatus.DIALING_AGENT, "test")
+    due = NOW + timedelta(minutes=15)  # a slot's start
+    transition(session, request, RequestStatus.RETRY_WAIT, "busy", due_at=due)
+    session.commit()
+    # Asked later, but booked for the same moment as the retry.
+    newer = ask(session, "+12015550124", NOW + timedelta(minutes=1), when=due.isoformat())
+    promote_due(session, due)
+    claims = [claim_next(session, "worker-a", due) for _ in range(2)]
+    assert [c.request_id for c in claims if c] == [older, newer]

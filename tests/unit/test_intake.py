@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver import intake
 from cbserver.errors import BadRequest, Conflict, Invalid, NotFound
 from cbserver.intake import Submission, submit
+from cbserver.scheduling import DEFAULT_HANDLING
 from cbserver.models import CallbackRequest, RequestEvent, RequestStatus, Subscriber
 from cbserver.states import TRANSITIONS, IllegalTransition, StaleRequest, transition
 
@@ -34,6 +35,7 @@ def acme(session: Session) -> Subscriber:
         time_zone="America/Los_Angeles",
         country="US",
         caller_id="+12015550100",
+        slot_capacity=2,
     )
     session.add(subscriber)
     session.commit()
@@ -324,7 +326,7 @@ def test_the_estimated_call_time_follows_position_and_agents(
     assert intake.estimated_call_at(session, first, now=NOW) == NOW
     # One agent (none assigned counts as one): the third waits for two calls before it.
     assert intake.estimated_call_at(session, third, now=NOW) == third.due_at + 2 * (
-        intake.DEFAULT_HANDLING
+        DEFAULT_HANDLING
     )
     for name in ("alice", "bob"):
         agent = add_agent(session, name, contact=f"sip:{name}@127.0.0.1:5070").agent
@@ -332,7 +334,7 @@ def test_the_estimated_call_time_follows_position_and_agents(
     session.commit()
     session.refresh(acme)
     assert intake.estimated_call_at(session, third, now=NOW) == third.due_at + (
-        intake.DEFAULT_HANDLING
+        DEFAULT_HANDLING
     )
     booked = ask(session, "+1 201 555 0199", when="2026-11-26T09:30:00+00:00").request
     assert intake.estimated_call_at(session, booked, now=NOW) == booked.due_at

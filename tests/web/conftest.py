@@ -29,6 +29,7 @@ def acme(sessions: sessionmaker[Session]) -> Subscriber:
             time_zone="America/Los_Angeles",
             country="US",
             caller_id="+12015550100",
+            slot_capacity=2,
         )
         session.add(subscriber)
         session.commit()
