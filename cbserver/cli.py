@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, NoReturn
 
@@ -538,7 +538,12 @@ def run(obj: Context, demo: bool) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     worker = WorkerThread(
-        Worker(_ari_config(obj), sessions, call_settings=call_settings(obj.settings))
+        Worker(
+            _ari_config(obj),
+            sessions,
+            call_settings=call_settings(obj.settings),
+            retention=timedelta(days=obj.settings.retention_days),
+        )
     )
     web = WebServer(
         create_app(settings=obj.settings, engine=obj.engine, wake_worker=worker.wake),
@@ -609,6 +614,7 @@ def worker_command(obj: Context) -> None:
             sessions,
             call_settings=call_settings(obj.settings),
             wake_port=obj.settings.worker_wake_port,
+            retention=timedelta(days=obj.settings.retention_days),
         ).run(stop)
 
     asyncio.run(serve())

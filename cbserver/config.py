@@ -56,6 +56,8 @@ class Settings:
     agent_ring_seconds: int = 30
     visitor_ring_seconds: int = 45
     accept_seconds: float = 15.0
+    # Visitors' numbers, names and topics are erased this many days after a request ends.
+    retention_days: int = 90
 
     # The web front end: hosted form, widget, JSON API, visitor status page.
     web_host: str = "127.0.0.1"
@@ -162,6 +164,10 @@ class Settings:
                 raise ConfigError(
                     f"{ENV_PREFIX}{name.upper()}={getattr(self, name)} must be 1 to 600 seconds"
                 )
+        if not 1 <= self.retention_days <= 3650:
+            raise ConfigError(
+                f"{ENV_PREFIX}RETENTION_DAYS={self.retention_days} must be 1 to 3650 days"
+            )
         if self.asterisk_start_timeout <= 0:
             raise ConfigError(f"{ENV_PREFIX}ASTERISK_START_TIMEOUT must be positive")
 

@@ -305,15 +305,12 @@ def cancel(session: Session, request: CallbackRequest, reason: str) -> None:
             _("The call is under way; it ends when either side hangs up."),
             code="request_in_call",
         )
-    # Its slot's place goes back only if the slot was not used by a call already.
-    waiting = request.status in MOVABLE
     try:
         transition(session, request, RequestStatus.CANCELED, reason)
     except StaleRequest as exc:
         session.rollback()
         raise _changed() from exc
-    if waiting:
-        scheduling.give_back_place(session, request)
+    scheduling.give_back_place(session, request)
     session.commit()
 
 

@@ -145,7 +145,7 @@ class Subscriber(Base):
     # Comma-separated web origins the widget may post from (CORS).
     allowed_origins: Mapped[str] = mapped_column(Text, default="")
     # Opening hours as JSON (see hours.py); None: open around the clock.
-    hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    hours: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     outside_hours: Mapped[str] = mapped_column(
         String(16), default=OutsideHours.SCHEDULE.value, server_default="schedule"
     )
@@ -156,7 +156,7 @@ class Subscriber(Base):
     # A request not served by the end of the local day this many days after its due day expires.
     deadline_days: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Per-outcome retry rules as JSON (see retries.py); None: max_attempts and the interval.
-    retry_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    retry_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     active: Mapped[bool] = mapped_column(default=True)
     widget_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_secret)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -157,8 +157,10 @@ def take_place(session: Session, subscriber: Subscriber, start: datetime, capaci
 
 
 def give_back_place(session: Session, request: CallbackRequest) -> None:
-    """The request no longer holds its slot's place (canceled, moved, expired). Not committed."""
-    if request.slot_start is None:
+    """The request no longer holds its slot's place (canceled, moved, expired). Not committed.
+
+    Only a request never tried holds one: once called, its slot was used."""
+    if request.slot_start is None or request.attempt_count > 0:
         return
     session.execute(
         update(SlotBooking)

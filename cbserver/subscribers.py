@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -14,7 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from cbserver.models import Agent, AgentAssignment, CallOrder, Subscriber
+from cbserver.hours import HoursError, OpeningHours
+from cbserver.models import Agent, AgentAssignment, CallOrder, OutsideHours, Subscriber
+from cbserver.retries import RetryRuleError, parse_rules
 
 LANGUAGES = ("en", "de")
 CALL_ORDERS = tuple(order.value for order in CallOrder)
@@ -328,3 +332,83 @@ def unassign_agent(session: Session, subscriber_slug: str, agent_name: str) -> b
     session.commit()
     session.expire(subscriber, ["assignments"])
     return True
+
+
+# --- when the subscriber takes call-backs ----------------------------------------------------
+
+SLOT_MINUTES = (5, 240)
+SLOT_CAPACITY = (1, 1000)
+BOOKING_DAYS = (1, 60)
+DEADLINE_DAYS = (0, 30)
+SCHEDULE_FIELDS = (
+    "hours",
+    "outside_hours",
+    "slot_minutes",
+    "slot_capacity",
+    "booking_days",
+    "deadline_days",
+    "retry_rules",
+)
+OUTSIDE_HOURS = tuple(choice.value for choice in OutsideHours)
+
+
+def schedule_of(subscriber: Subscriber) -> dict[str, Any]:
+    """The subscriber's scheduling settings as the admin API and the CLI show them."""
+    return {
+        "time_zone": subscriber.time_zone,
+        # None: open around the clock.
+        "hours": OpeningHours.parse(subscriber.time_zone, subscriber.hours).to_json(),
+        "outside_hours": subscriber.outside_hours,
+        "slot_minutes": subscriber.slot_minutes,
+        # None: one place per active agent.
+        "slot_capacity": subscriber.slot_capacity,
+        "booking_days": subscriber.booking_days,
+        "deadline_days": subscriber.deadline_days,
+        "max_attempts": subscriber.max_attempts,
+        "retry_interval_seconds": subscriber.retry_interval_seconds,
+        "retry_rules": subscriber.retry_rules or {},
+    }
+
+
+def set_schedule(session: Session, slug: str, changes: Mapping[str, Any]) -> Subscriber:
+    """Change some of the scheduling settings (validated first, all or none); committed."""
+    subscriber = get_subscriber(session, slug)
+    unknown = sorted(set(changes) - set(SCHEDULE_FIELDS))
+    if unknown:
+        raise SubscriberError(unknown[0], f"{unknown[0]} is not a scheduling setting")
+    checked: dict[str, Any] = {}
+    if "hours" in changes:
+        try:
+            checked["hours"] = OpeningHours.parse(subscriber.time_zone, changes["hours"]).to_json()
+        except HoursError as exc:
+            raise SubscriberError("hours", str(exc)) from exc
+    if "outside_hours" in changes:
+        if changes["outside_hours"] not in OUTSIDE_HOURS:
+            raise SubscriberError(
+                "outside_hours", f"outside_hours must be one of {', '.join(OUTSIDE_HOURS)}"
+            )
+        checked["outside_hours"] = changes["outside_hours"]
+    numbers = {
+        "slot_minutes": (SLOT_MINUTES, "the slot length in minutes"),
+        "booking_days": (BOOKING_DAYS, "the booking window in days"),
+        "deadline_days": (DEADLINE_DAYS, "the days a request may wait past its day"),
+    }
+    for name, (bounds, what) in numbers.items():
+        if name in changes:
+            checked[name] = _in_range(changes[name], bounds, name, what)
+    if "slot_capacity" in changes:
+        capacity = changes["slot_capacity"]
+        checked["slot_capacity"] = (
+            None
+            if capacity is None
+            else _in_range(capacity, SLOT_CAPACITY, "slot_capacity", "places per slot")
+        )
+    if "retry_rules" in changes:
+        try:
+            checked["retry_rules"] = parse_rules(changes["retry_rules"]) or None
+        except RetryRuleError as exc:
+            raise SubscriberError("retry_rules", str(exc)) from exc
+    for name, value in checked.items():
+        setattr(subscriber, name, value)
+    session.commit()
+    return subscriber

@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from cbserver import db, i18n
+from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
 from cbserver.errors import CbError
 from cbserver.i18n import _
@@ -32,6 +34,7 @@ class WebServices:
     sessions: sessionmaker[Session]
     # Tells the worker a request was stored, so it is dialled now rather than at the next poll.
     wake_worker: Callable[[], None]
+    clock: Clock
 
 
 def request_stored(created: bool) -> None:
@@ -42,6 +45,11 @@ def request_stored(created: bool) -> None:
 def services() -> WebServices:
     found: WebServices = current_app.extensions["cbserver"]
     return found
+
+
+def now() -> datetime:
+    """The time every view decides by (a fake clock in tests)."""
+    return services().clock.now()
 
 
 def db_session() -> Session:
@@ -70,6 +78,7 @@ def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
     wake_worker: Callable[[], None] | None = None,
+    clock: Clock | None = None,
 ) -> Flask:
     """The web app. Forms check their own CSRF token, so a stale one re-shows the visitor's
     input with a message instead of a bare 400 page; the JSON API takes no cookies."""
@@ -90,7 +99,7 @@ def create_app(
         port = settings.worker_wake_port
         wake_worker = partial(wake_by_datagram, port)
     app.extensions["cbserver"] = WebServices(
-        settings, engine, db.make_session_factory(engine), wake_worker
+        settings, engine, db.make_session_factory(engine), wake_worker, clock or SystemClock()
     )
     i18n.init_app(app)
 

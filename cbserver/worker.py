@@ -8,21 +8,26 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver import housekeeping
 from cbserver.ari import AriClient, AriConfig
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
 from cbserver.claims import Claim, claim_next, promote_due
+from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread
-from cbserver.models import utcnow
 
 log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
+HOUSEKEEPING_SECONDS = 30.0
+RETENTION = timedelta(days=90)
 
 
 def wake_by_datagram(port: int) -> None:
@@ -64,6 +69,9 @@ class Worker:
         drain_seconds: float = 60.0,
         poll_seconds: float = POLL_SECONDS,
         wake_port: int | None = None,
+        clock: Clock | None = None,
+        retention: timedelta = RETENTION,
+        housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
     ) -> None:
         self.ari_config = ari_config
         self.sessions = sessions
@@ -72,9 +80,14 @@ class Worker:
         self.drain_seconds = drain_seconds
         self.poll_seconds = poll_seconds
         self.wake_port = wake_port
+        self.clock: Clock = clock or SystemClock()
+        self.retention = retention
+        self.housekeeping_seconds = housekeeping_seconds
         self._wake = asyncio.Event()
         self._next_promotion = 0.0
+        self._next_due: datetime | None = None
         self._app: StasisApp | None = None
+        self._scheduler: AsyncIOScheduler | None = None
 
     @property
     def asterisk_connected(self) -> bool:
@@ -88,6 +101,15 @@ class Worker:
     async def _idle(self, stop: asyncio.Event) -> None:
         """Until stopped, woken, or the next poll: polling is the fallback, not the path."""
         await _first_of(stop, self._wake, at_most=self.poll_seconds)
+
+    def _ended(self, app: StasisApp) -> Callable[[AgentFirstCall], None]:
+        """A call ended: an agent is free, so the next request may be claimed now."""
+
+        def ended(call: AgentFirstCall) -> None:
+            app.remove(call)
+            self.wake()
+
+        return ended
 
     async def _until_connected(self, app: StasisApp, stop: asyncio.Event) -> None:
         log.warning("worker %s: Asterisk unreachable; claiming nothing until it is back", self.name)
@@ -106,12 +128,79 @@ class Worker:
 
     def _claim(self) -> Claim | None:
         with self.sessions() as session:
-            # Retries and slots come due on the clock: looking once per poll is soon enough,
-            # and a burst of wake-ups then costs one statement less each.
-            if time.monotonic() >= self._next_promotion:
-                promote_due(session, utcnow())
+            now = self.clock.now()
+            # Retries and slots come due on the clock: at the due time the scheduler wakes us
+            # (see _arm_next_due); between those, once per poll is soon enough, and a burst of
+            # wake-ups then costs a statement less each.
+            due_now = self._next_due is not None and self._next_due <= now
+            if due_now or time.monotonic() >= self._next_promotion:
+                promote_due(session, now)
+                self._next_due = housekeeping.next_due(session)
                 self._next_promotion = time.monotonic() + self.poll_seconds
-            return claim_next(session, self.name, utcnow())
+            return claim_next(session, self.name, now)
+
+    # --- the scheduler: timed wake-ups and housekeeping (the database stays the record) -------
+
+    def _start_scheduler(self, database: DatabaseThread) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(),
+            timezone=UTC,
+            # However late a job runs (a busy loop, a suspended machine), it still runs, once.
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+
+        async def tidy() -> None:
+            await database.run(self._housekeeping)
+            self._arm_next_due()
+
+        async def erase_old() -> None:
+            await database.run(self._erase_old_visitor_data)
+
+        scheduler.add_job(
+            tidy,
+            "interval",
+            seconds=self.housekeeping_seconds,
+            id="housekeeping",
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.add_job(
+            erase_old, "interval", hours=6, id="retention", next_run_time=datetime.now(UTC)
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        return scheduler
+
+    def _housekeeping(self) -> None:
+        with self.sessions() as session:
+            now = self.clock.now()
+            done = housekeeping.one_round(session, self.name, now)
+            if done.released or done.expired or done.moved_to_opening:
+                log.info("worker %s: housekeeping %s", self.name, done)
+            closing = housekeeping.next_closing(session, now)
+            self._next_due = housekeeping.next_due(session)
+        if closing is not None and self._scheduler is not None:
+            self._at(closing, "closing", self._housekeeping_soon)
+
+    def _erase_old_visitor_data(self) -> None:
+        with self.sessions() as session:
+            housekeeping.anonymise_old_requests(session, self.clock.now(), self.retention)
+
+    def _at(self, moment: datetime, job_id: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` at ``moment`` (given on the worker's clock), replacing an earlier one."""
+        assert self._scheduler is not None
+        wall = datetime.now(UTC) + (moment - self.clock.now())
+        self._scheduler.add_job(job, "date", run_date=wall, id=job_id, replace_existing=True)
+
+    async def _housekeeping_soon(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.modify_job("housekeeping", next_run_time=datetime.now(UTC))
+
+    async def _due_now(self) -> None:
+        self.wake()
+
+    def _arm_next_due(self) -> None:
+        if self._next_due is not None and self._scheduler is not None:
+            self._at(self._next_due, "next-due", self._due_now)
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen_for_wakes()
@@ -142,11 +231,16 @@ class Worker:
         # Claims on a thread of their own: a click is never queued behind call bookkeeping.
         claims = DatabaseThread("cbserver-claims")
         calls = DatabaseThread("cbserver-calls")
+        chores = DatabaseThread("cbserver-housekeeping")
+        scheduler = self._start_scheduler(chores)
         try:
             await self._serve_with(stop, claims, calls)
         finally:
+            scheduler.shutdown(wait=False)
+            self._scheduler = None
             claims.close()
             calls.close()
+            chores.close()
 
     async def _serve_with(
         self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
@@ -167,10 +261,11 @@ class Worker:
                     # look must survive to end the idle wait at once.
                     self._wake.clear()
                     claim = await claims.run(self._claim)
+                    self._arm_next_due()
                     if claim is not None:
                         flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
                         call = flow(
-                            ari, self.sessions, calls, self.call_settings, claim, app.remove
+                            ari, self.sessions, calls, self.call_settings, claim, self._ended(app)
                         )
                         app.add(call)
                         await call.start()

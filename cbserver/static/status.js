@@ -10,7 +10,7 @@
   function field(name) { return root.querySelector('[data-field="' + name + '"]'); }
 
   function render(callback) {
-    var key = [callback.status, callback.position, callback.estimated_call_text,
+    var key = [callback.status, callback.position, callback.estimated_call_text, callback.due_at,
       callback.events.length].join("|");
     if (key === shown) { return; }
     shown = key;
@@ -20,6 +20,7 @@
     field("estimate").textContent = callback.estimated_call_text || "";
     field("estimate-line").hidden = !callback.estimated_call_text;
     field("cancel").hidden = !callback.can_cancel;
+    field("reschedule").hidden = !callback.can_reschedule;
     var list = field("events");
     list.textContent = "";
     callback.events.forEach(function (event) {

@@ -31,7 +31,7 @@ from cbserver.models import (
     Subscriber,
 )
 from cbserver.views.present import present
-from cbserver.web import db_session
+from cbserver.web import db_session, now
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 log = logging.getLogger("cbserver.admin")
@@ -354,6 +354,27 @@ def get_subscriber(slug: str) -> Response:
     return jsonify(_subscriber_json(_subscriber(db_session(), slug)))
 
 
+@blueprint.get("/subscribers/<slug>/schedule")
+def get_schedule(slug: str) -> Response:
+    return jsonify(subscribers_service.schedule_of(_subscriber(db_session(), slug)))
+
+
+@blueprint.patch("/subscribers/<slug>/schedule")
+def change_schedule(slug: str) -> Response:
+    """Opening hours, slots, deadlines and retry rules; fields left out stay as they are."""
+    session = db_session()
+    subscriber = _subscriber(session, slug)
+    body = _json_object()
+    _check_fields(body, subscribers_service.SCHEDULE_FIELDS, ())
+    try:
+        subscribers_service.set_schedule(session, subscriber.slug, body)
+    except subscribers_service.SubscriberError as exc:
+        session.rollback()
+        raise Invalid(str(exc), field=exc.field) from exc
+    _audit("changed the schedule of %s: %s", subscriber.slug, ", ".join(sorted(body)))
+    return jsonify(subscribers_service.schedule_of(subscriber))
+
+
 # --- agents ----------------------------------------------------------------------------------
 
 
@@ -571,6 +592,19 @@ def list_requests() -> Response:
 def get_request(request_id: str) -> Response:
     session = db_session()
     return jsonify(_request_detail(session, _callback(session, request_id)))
+
+
+@blueprint.post("/requests/<request_id>/reschedule")
+def reschedule_request(request_id: str) -> Response:
+    session = db_session()
+    callback = _callback(session, request_id)
+    body = _json_object()
+    _check_fields(body, ("when",), ("when",))
+    when = _text(body, "when")
+    intake.reschedule(session, callback, when, "moved by an admin", now=now())
+    _audit("moved request %s to %s", callback.id, when)
+    session.expire(callback, ["events"])
+    return jsonify(_request_detail(session, callback))
 
 
 @blueprint.post("/requests/<request_id>/cancel")

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from cbserver import intake
-from cbserver.errors import BadRequest
+from cbserver.errors import BadRequest, Invalid
 from cbserver.i18n import _, use_language
 from cbserver.intake import Submission
 from cbserver.models import Subscriber
 from cbserver.views import widget
-from cbserver.views.present import present, status_url
-from cbserver.web import db_session, request_stored
+from cbserver.views.present import present, slot_listing, status_url
+from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 FIELDS = ("subscriber", "phone", "name", "topic", "when", "page_url")
 REQUIRED = ("subscriber", "phone")
+MAX_SLOT_DAYS = 31
 
 
 def _json_body() -> dict[str, Any]:
@@ -91,7 +93,7 @@ def create_callback() -> tuple[Response, int]:
     _speak_subscribers_language(body.get("subscriber"))
     widget.check_origin(body.get("subscriber"))  # CORS: a refused page stores nothing
     submission = _submission(body)
-    submitted = intake.submit(session, submission)
+    submitted = intake.submit(session, submission, now=now())
     request_stored(submitted.created)
     callback = submitted.request
     # A replayed Idempotency-Key gets the first answer again; a number already waiting, 200.
@@ -114,6 +116,68 @@ def get_callback(request_id: str) -> Response:
     callback = intake.for_visitor(session, request_id, _token())
     use_language(callback.subscriber.language)
     return jsonify(present(session, callback))
+
+
+@blueprint.post("/callbacks/<request_id>/reschedule")
+def reschedule_callback(request_id: str) -> Response:
+    session = db_session()
+    callback = intake.for_visitor(session, request_id, _token())
+    use_language(callback.subscriber.language)
+    body = _json_body()
+    unknown = sorted(set(body) - {"when"})
+    if unknown:
+        raise BadRequest(
+            _("Unknown field: %(field)s.", field=unknown[0]), field=unknown[0], code="unknown_field"
+        )
+    when = body.get("when")
+    if not isinstance(when, str) or not when:
+        raise BadRequest(
+            _('The field when is required: "asap" or the start of a slot.'),
+            field="when",
+            code="missing_field",
+        )
+    intake.reschedule(session, callback, when, "moved by the visitor", now=now())
+    request_stored(True)
+    return jsonify(present(session, callback))
+
+
+@blueprint.get("/subscribers/<slug>/slots")
+def list_slots(slug: str) -> Response:
+    """Bookable slots with the places left in each: public, like the form that offers them."""
+    session = db_session()
+    subscriber = intake.find_subscriber(session, slug)
+    use_language(subscriber.language)
+    first_day = _date_argument("date")
+    days = _days_argument()
+    response = jsonify(slot_listing(session, subscriber, first_day, days))
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _date_argument(name: str) -> date | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise Invalid(
+            _("The date must look like 2026-12-01."), field=name, code="bad_date"
+        ) from exc
+
+
+def _days_argument() -> int | None:
+    raw = request.args.get("days")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SLOT_DAYS:
+        raise Invalid(
+            _("days must be a whole number from 1 to %(most)s.", most=MAX_SLOT_DAYS),
+            field="days",
+            code="bad_days",
+        )
+    return int(raw)
 
 
 @blueprint.post("/callbacks/<request_id>/cancel")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, redirect, render_template, request
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
-from wtforms import DateTimeLocalField, HiddenField, RadioField, StringField, TextAreaField
+from wtforms import HiddenField, RadioField, StringField, TextAreaField
 
 # types-WTForms lags WTForms 3.3, where SelectChoice replaced choice tuples.
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]
@@ -19,9 +17,8 @@ from cbserver import intake
 from cbserver.errors import CbError, Invalid
 from cbserver.i18n import _, _l, use_language
 from cbserver.intake import MAX_NAME, MAX_TOPIC, Submission
-from cbserver.models import Subscriber
-from cbserver.views.present import status_url
-from cbserver.web import db_session, request_stored
+from cbserver.views.present import closed_note, slot_options, status_url
+from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("form", __name__)
 
@@ -45,29 +42,28 @@ class CallbackForm(FlaskForm):
         _l("When should we call you?"),
         choices=[
             SelectChoice("asap", _l("As soon as possible")),
-            SelectChoice("later", _l("At a time I choose")),
+            SelectChoice("slot", _l("At a time I choose")),
         ],
         default="asap",
     )
-    later_at = DateTimeLocalField(
-        _l("Date and time"), format="%Y-%m-%dT%H:%M", validators=[Optional()]
-    )
+    # Offered as a select of the bookable slots (see slot_picker in _field.html).
+    slot = StringField(_l("Time"), validators=[Optional()])
     page_url = HiddenField()
     # Generated per form shown: a double-click or a resent form finds the same request.
     submission_id = HiddenField()
 
 
 # The intake service names fields as the API does; the form shows some of them elsewhere.
-FORM_FIELD = {"when": "later_at", "page_url": "phone", "subscriber": "phone"}
+FORM_FIELD = {"when": "slot", "page_url": "phone", "subscriber": "phone"}
 
 
-def _when(form: CallbackForm, subscriber: Subscriber) -> str:
-    if form.when.data != "later":
+def chosen_when(when: str | None, slot: str | None) -> str:
+    """What a form's "when" choice asks the intake service for: "asap" or a slot's start."""
+    if when != "slot":
         return "asap"
-    chosen = form.later_at.data
-    if not isinstance(chosen, datetime):
-        raise Invalid(_("Please choose a date and time."), field="when", code="time_missing")
-    return chosen.replace(tzinfo=ZoneInfo(subscriber.time_zone)).isoformat()
+    if not slot:
+        raise Invalid(_("Please choose a time."), field="when", code="time_missing")
+    return slot
 
 
 @blueprint.route("/c/<slug>", methods=["GET", "POST"])
@@ -88,16 +84,24 @@ def callback_form(slug: str) -> Response | tuple[str, int]:
                     phone=form.phone.data or "",
                     name=form.name.data,
                     topic=form.topic.data,
-                    when=_when(form, subscriber),
+                    when=chosen_when(form.when.data, form.slot.data),
                     page_url=form.page_url.data or None,
                     idempotency_key=form.submission_id.data or None,
                 ),
+                now=now(),
             )
         except CbError as error:
+            session.rollback()
             field = getattr(form, FORM_FIELD.get(error.field or "", error.field or "phone"))
             field.errors = [*field.errors, error.message]
         else:
             request_stored(submitted.created)
             return redirect(status_url(submitted.request), code=303)
     status = 422 if form.errors else 200
-    return render_template("form.html", form=form, subscriber=subscriber), status
+    return render_template(
+        "form.html",
+        form=form,
+        subscriber=subscriber,
+        slots=slot_options(session, subscriber),
+        closed=closed_note(subscriber),
+    ), status

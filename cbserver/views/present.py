@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from flask import url_for
 from sqlalchemy.orm import Session
 
-from cbserver import intake
-from cbserver.i18n import _l
-from cbserver.models import CallbackRequest, RequestStatus
+from cbserver import intake, scheduling
+from cbserver.i18n import _, _l
+from cbserver.models import CallbackRequest, OutsideHours, RequestStatus, Subscriber
 from cbserver.scheduling import local_text
 from cbserver.states import can_transition
+from cbserver.web import now
 
 STATUS_TEXT = {
     RequestStatus.SCHEDULED: _l("Booked: we will call you at the time shown."),
@@ -48,7 +51,7 @@ def status_url(request: CallbackRequest) -> str:
 def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
     status = RequestStatus(request.status)
     zone = request.subscriber.time_zone
-    expected = intake.estimated_call_at(session, request)
+    expected = intake.estimated_call_at(session, request, now=now())
     return {
         "id": request.id,
         "status": status.value,
@@ -96,3 +99,73 @@ def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
             for a in request.attempts
         ],
     }
+
+
+def slot_listing(
+    session: Session, subscriber: Subscriber, first_day: date | None, days: int | None
+) -> dict[str, Any]:
+    """The subscriber's bookable slots as the API and the widget show them."""
+    moment = now()
+    zone = subscriber.time_zone
+    hours = scheduling.hours_of(subscriber)
+    opening = hours.next_opening(moment)
+    return {
+        "subscriber": subscriber.slug,
+        "time_zone": zone,
+        "slot_minutes": subscriber.slot_minutes,
+        "open_now": hours.is_open(moment),
+        "next_opening": _iso(opening),
+        "next_opening_text": local_text(opening, zone) if opening else None,
+        "outside_hours": subscriber.outside_hours,
+        "slots": [
+            {
+                "start": _iso(place.start),
+                "end": _iso(place.end),
+                "start_text": local_text(place.start, zone),
+                "capacity": place.capacity,
+                "remaining": place.remaining,
+            }
+            for place in scheduling.bookable_slots(
+                session, subscriber, moment, first_day=first_day, days=days
+            )
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class SlotOption:
+    value: str
+    label: str
+    full: bool
+
+
+def slot_options(session: Session, subscriber: Subscriber) -> list[tuple[str, list[SlotOption]]]:
+    """The booking window's slots grouped by local day, for a form's select."""
+    zone = ZoneInfo(subscriber.time_zone)
+    days: dict[str, list[SlotOption]] = {}
+    for place in scheduling.bookable_slots(session, subscriber, now()):
+        start = place.start.astimezone(zone)
+        label = f"{start:%H:%M} - {place.end.astimezone(zone):%H:%M}"
+        if place.remaining == 0:
+            label += " " + _("(full)")
+        days.setdefault(f"{start:%A %d %B}", []).append(
+            SlotOption(place.start.isoformat(), label, place.remaining == 0)
+        )
+    return list(days.items())
+
+
+def closed_note(subscriber: Subscriber) -> str | None:
+    """What "as soon as possible" means while the business is closed; None when open."""
+    moment = now()
+    hours = scheduling.hours_of(subscriber)
+    if hours.is_open(moment):
+        return None
+    opening = hours.next_opening(moment)
+    if opening is None:
+        return _("We are not taking call-backs at the moment.")
+    when = local_text(opening, subscriber.time_zone)
+    if subscriber.outside_hours == OutsideHours.REFUSE:
+        return str(
+            _l("We are closed now and open again %(time)s. Please choose a time.", time=when)
+        )
+    return str(_l("We are closed now: we will call you when we open, %(time)s.", time=when))

@@ -1,0 +1,243 @@
+"""The worker's housekeeping: expiry, closing time, stale claims, leases, retention.
+
+Each job is one short transaction on the database, which stays the only record: the
+scheduler that runs them (APScheduler, in the worker) only decides when.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from cbserver.callflow import retry_or_give_up
+from cbserver.claims import IN_CALL, LEASE
+from cbserver.models import (
+    CallbackRequest,
+    RequestEvent,
+    RequestStatus,
+    SlotBooking,
+    Subscriber,
+)
+from cbserver.scheduling import hours_of, local_text
+from cbserver.states import TERMINAL, StaleRequest, transition
+
+log = logging.getLogger("cbserver.housekeeping")
+WAITING_TO_BE_CALLED = (RequestStatus.SCHEDULED, RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
+
+
+def _log_events(
+    session: Session, rows: list[tuple[str, str]], to: RequestStatus, reason: str, now: datetime
+) -> None:
+    """One event per (request id, from status)."""
+    if rows:
+        session.execute(
+            insert(RequestEvent),
+            [
+                {
+                    "request_id": request_id,
+                    "at": now,
+                    "from_status": from_status,
+                    "to_status": to.value,
+                    "reason": reason,
+                }
+                for request_id, from_status in rows
+            ],
+        )
+
+
+def expire_overdue(session: Session, now: datetime) -> int:
+    """Requests still waiting at their deadline expire, giving back unused slot places."""
+    moved = 0
+    for status in WAITING_TO_BE_CALLED:
+        rows = session.execute(
+            update(CallbackRequest)
+            .where(CallbackRequest.status == status, CallbackRequest.deadline_at <= now)
+            .values(status=RequestStatus.EXPIRED.value, updated_at=now)
+            .returning(
+                CallbackRequest.id,
+                CallbackRequest.subscriber_id,
+                CallbackRequest.slot_start,
+                CallbackRequest.attempt_count,
+            )
+            .execution_options(synchronize_session=False)
+        ).all()
+        expired = [(row[0], status.value) for row in rows]
+        _log_events(session, expired, RequestStatus.EXPIRED, "not called before its deadline", now)
+        for _id, subscriber_id, slot_start, attempts in rows:
+            if slot_start is not None and attempts == 0:
+                session.execute(
+                    update(SlotBooking)
+                    .where(
+                        SlotBooking.subscriber_id == subscriber_id,
+                        SlotBooking.starts_at == slot_start,
+                        SlotBooking.booked > 0,
+                    )
+                    .values(booked=SlotBooking.booked - 1)
+                )
+        moved += len(rows)
+    session.commit()
+    if moved:
+        log.info("%d request(s) expired: not called before their deadline", moved)
+    return moved
+
+
+def close_doors(session: Session, now: datetime) -> int:
+    """Requests waiting in the line of a business that has closed wait for its next opening."""
+    moved = 0
+    for subscriber in session.scalars(select(Subscriber).where(Subscriber.hours.is_not(None))):
+        hours = hours_of(subscriber)
+        if hours.is_open(now):
+            continue
+        opening = hours.next_opening(now)
+        if opening is None:
+            continue
+        reason = (
+            f"closed now; waiting for the next opening, {local_text(opening, subscriber.time_zone)}"
+        )
+        ids = list(
+            session.scalars(
+                update(CallbackRequest)
+                .where(
+                    CallbackRequest.subscriber_id == subscriber.id,
+                    CallbackRequest.status == RequestStatus.QUEUED,
+                )
+                .values(status=RequestStatus.SCHEDULED.value, due_at=opening, updated_at=now)
+                .returning(CallbackRequest.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        _log_events(
+            session,
+            [(i, RequestStatus.QUEUED.value) for i in ids],
+            RequestStatus.SCHEDULED,
+            reason,
+            now,
+        )
+        moved += len(ids)
+    session.commit()
+    if moved:
+        log.info("%d waiting request(s) moved to their business's next opening", moved)
+    return moved
+
+
+def next_closing(session: Session, now: datetime) -> datetime | None:
+    """The next moment some business with opening hours closes."""
+    found: list[datetime] = []
+    for subscriber in session.scalars(select(Subscriber).where(Subscriber.hours.is_not(None))):
+        closes = hours_of(subscriber).closes_at(now)
+        if closes is not None:
+            found.append(closes)
+    return min(found, default=None)
+
+
+def release_stale_claims(session: Session, now: datetime) -> int:
+    """Calls whose worker stopped renewing its lease are closed honestly: a call that had not
+    connected is retried (or given up) by the subscriber's rules; a connected one is done."""
+    stale = session.scalars(
+        select(CallbackRequest).where(
+            CallbackRequest.status.in_(IN_CALL), CallbackRequest.lease_until < now
+        )
+    ).all()
+    released = 0
+    for request in stale:
+        owner = request.claimed_by
+        for attempt in request.attempts:
+            if attempt.ended_at is None:
+                attempt.ended_at = now
+                attempt.hangup_cause_text = f"worker {owner} stopped during the call"
+                attempt.outcome = (
+                    "answered" if request.status == RequestStatus.CONNECTED else "failed"
+                )
+        try:
+            if request.status == RequestStatus.CONNECTED:
+                transition(
+                    session,
+                    request,
+                    RequestStatus.COMPLETED,
+                    f"worker {owner} stopped while the call was connected",
+                    now=now,
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            else:
+                retry_or_give_up(session, request, "failed", now)
+        except StaleRequest:
+            session.rollback()
+            continue
+        session.commit()
+        released += 1
+        log.warning("request %s: released from worker %s, whose lease ran out", request.id, owner)
+    return released
+
+
+def renew_leases(session: Session, worker: str, now: datetime) -> int:
+    """The worker is alive: its claims hold for another lease."""
+    result = session.execute(
+        update(CallbackRequest)
+        .where(CallbackRequest.claimed_by == worker, CallbackRequest.status.in_(IN_CALL))
+        .values(lease_until=now + LEASE)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def anonymise_old_requests(session: Session, now: datetime, retention: timedelta) -> int:
+    """Erase the visitor's number, name, topic and page from requests over ``retention``
+    after they ended; the rest (times, outcomes) stays for the business's figures."""
+    result = session.execute(
+        update(CallbackRequest)
+        .where(
+            CallbackRequest.status.in_(TERMINAL),
+            CallbackRequest.updated_at < now - retention,
+            CallbackRequest.anonymised_at.is_(None),
+        )
+        .values(
+            visitor_phone="",
+            visitor_name=None,
+            topic=None,
+            page_url=None,
+            idempotency_key=None,
+            anonymised_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    erased = int(result.rowcount)  # type: ignore[attr-defined]
+    if erased:
+        log.info("%d request(s) past the retention period: visitor data erased", erased)
+    return erased
+
+
+def next_due(session: Session) -> datetime | None:
+    """When the next booked slot or retry comes due."""
+    return session.scalar(
+        select(func.min(CallbackRequest.due_at)).where(
+            CallbackRequest.status.in_((RequestStatus.SCHEDULED, RequestStatus.RETRY_WAIT))
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """What one housekeeping round did, for the log and the tests."""
+
+    expired: int
+    moved_to_opening: int
+    released: int
+    renewed: int
+
+
+def one_round(session: Session, worker: str, now: datetime) -> Rounds:
+    # Renewed first: a slow round must never find this worker's own calls stale.
+    renewed = renew_leases(session, worker, now)
+    return Rounds(
+        expired=expire_overdue(session, now),
+        moved_to_opening=close_doors(session, now),
+        released=release_stale_claims(session, now),
+        renewed=renewed,
+    )
