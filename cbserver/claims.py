@@ -164,17 +164,19 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
         except StaleRequest:
             session.rollback()
             continue
-        claim = _open_attempt(session, request, agents)
+        claim = _open_attempt(session, request, agents, now)
         session.commit()
         return claim
     session.commit()
     return None
 
 
-def _open_attempt(session: Session, request: CallbackRequest, agents: Agents) -> Claim:
+def _open_attempt(
+    session: Session, request: CallbackRequest, agents: Agents, now: datetime
+) -> Claim:
     number = request.attempt_count
     visitor_first = request.status == RequestStatus.DIALING_VISITOR
-    attempt = CallAttempt(request_id=request.id, number=number)
+    attempt = CallAttempt(request_id=request.id, number=number, started_at=now)
     first_channel: str | None = None
     if visitor_first:
         first_channel = attempt.visitor_channel_id = channel_id(request.id, number, "visitor")

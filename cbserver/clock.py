@@ -39,3 +39,14 @@ class FakeClock:
     def set(self, at: datetime) -> None:
         with self._lock:
             self._now = at.astimezone(UTC)
+
+
+class ShiftedClock:
+    """The system's time moved by ``offset``: a whole installation (web and worker) can live
+    a little ahead, e.g. so that a slot starts in seconds rather than minutes."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset

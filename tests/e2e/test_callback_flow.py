@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from cbserver import db
 from cbserver.agents import add_agent, list_agents
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.callflow import CallSettings
+from cbserver.clock import ShiftedClock
 from cbserver.config import Settings
 from cbserver.models import Agent, AgentAssignment, CallbackRequest, Subscriber
 from cbserver.sipp import SippPeer
@@ -210,8 +212,9 @@ def ask_for_a_call_back(
 @pytest.mark.parametrize(
     ("agent_scenario", "visitor_scenario", "outcome", "cause", "visitor_dialled"),
     [
-        ("agent_busy.xml", "uas_answer.xml", "busy", 17, False),
-        ("agent_ignores_whisper.xml", "uas_answer.xml", "rejected", 16, False),
+        # The agent's cause is kept; the outcome says no agent took the call.
+        ("agent_busy.xml", "uas_answer.xml", "no_agent", 17, False),
+        ("agent_ignores_whisper.xml", "uas_answer.xml", "no_agent", 16, False),
         ("agent_accepts.xml", "agent_busy.xml", "busy", 17, True),
     ],
     ids=["agent-busy", "agent-never-presses-1", "visitor-busy"],
@@ -330,7 +333,7 @@ async def test_a_failed_attempt_is_retried_when_due_and_then_succeeds(
     await reaches(sessions, request_id, "completed", within=30)
     with sessions() as session:
         request = session.get_one(CallbackRequest, request_id)
-        assert [a.outcome for a in request.attempts] == ["busy", "answered"]
+        assert [a.outcome for a in request.attempts] == ["no_agent", "answered"]
         assert "queued" in [e.to_status for e in request.events[1:]], "back in the queue when due"
 
 
@@ -512,3 +515,55 @@ async def test_a_visitor_who_never_answers_is_retried_then_the_request_fails(
             ("no_answer", 19),
         ]
         assert request.events[-1].reason == "attempt 2 no_answer; no attempts left"
+
+
+async def test_a_booked_slot_is_dialled_within_a_second_of_its_start(
+    asterisk: AsteriskInstance,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    plumber: Business,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "500")
+    sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "500")
+    change(sessions, plumber, slot_minutes=5, slot_capacity=1)
+    # Web and worker share a clock set so that the next 5-minute slot starts 3 s from now.
+    real = datetime.now(UTC)
+    boundary = real.replace(second=0, microsecond=0) + timedelta(minutes=5 - real.minute % 5)
+    clock = ShiftedClock(boundary - (real + timedelta(seconds=3)))
+    slot_start = boundary
+    scheduled_worker = make_worker(asterisk, sessions, "slot-worker", clock=clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduled_worker.run(stop))
+    try:
+        web = create_app(
+            settings=settings, engine=engine, wake_worker=scheduled_worker.wake, clock=clock
+        ).test_client()
+        created = web.post(
+            "/api/v1/callbacks",
+            json={"subscriber": plumber.slug, "phone": VISITOR, "when": slot_start.isoformat()},
+        )
+        assert created.status_code == 201, created.json
+        assert created.json["status"] == "scheduled"  # type: ignore[index]
+        request_id = created.json["id"]  # type: ignore[index]
+        await asyncio.sleep(1)
+        assert not alice.received("INVITE"), "nobody is called before the slot starts"
+
+        await until(lambda: alice.received("INVITE"), within=10, message="the agent's INVITE")
+        [invite] = alice.received("INVITE")
+        assert invite.at is not None
+        slot_start_real = (slot_start - clock.offset).timestamp()
+        lateness = invite.at - slot_start_real
+        assert -0.05 <= lateness <= 1.0, f"dialled {lateness:+.3f} s from the slot's start"
+        await reaches(sessions, request_id, "completed", within=20)
+        with sessions() as session:
+            reasons = [e.reason for e in session.get_one(CallbackRequest, request_id).events]
+        assert reasons[:2] == [
+            f"booked for {slot_start:%a %d %b, %H:%M} (UTC)",
+            "the booked time has come",
+        ]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.agents import add_agent
 from cbserver.claims import LEASE, claim_next, promote_due
-from cbserver.states import transition
 from cbserver.intake import Submission, submit
 from cbserver.models import (
     Agent,
@@ -21,6 +20,7 @@ from cbserver.models import (
     Subscriber,
 )
 from cbserver.numbers import UnsafeNumber, trunk_endpoint
+from cbserver.states import transition
 
 pytestmark = pytest.mark.postgres
 
@@ -200,7 +200,8 @@ def test_a_subscriber_never_has_more_calls_under_way_than_active_agents(
     second = ask(session, "+12015550124", NOW + timedelta(seconds=1))
 
     claim = claim_next(session, "worker-a", NOW + timedelta(seconds=2))
-    assert claim is not None and claim.request_id == first
+    assert claim is not None
+    assert claim.request_id == first
     assert claim_next(session, "worker-a", NOW + timedelta(seconds=2)) is None, (
         "alice is on the first call: the second waits"
     )
@@ -208,7 +209,8 @@ def test_a_subscriber_never_has_more_calls_under_way_than_active_agents(
     transition(session, request, RequestStatus.RETRY_WAIT, "busy", due_at=NOW + timedelta(hours=1))
     session.commit()
     claim = claim_next(session, "worker-a", NOW + timedelta(seconds=3))
-    assert claim is not None and claim.request_id == second
+    assert claim is not None
+    assert claim.request_id == second
 
 
 def test_a_retry_keeps_its_place_among_requests_due_at_the_same_time(

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver import intake
 from cbserver.errors import BadRequest, Conflict, Invalid, NotFound
 from cbserver.intake import Submission, submit
-from cbserver.scheduling import DEFAULT_HANDLING
 from cbserver.models import CallbackRequest, RequestEvent, RequestStatus, Subscriber
+from cbserver.scheduling import DEFAULT_HANDLING
 from cbserver.states import TRANSITIONS, IllegalTransition, StaleRequest, transition
 
 pytestmark = pytest.mark.postgres
@@ -333,9 +333,7 @@ def test_the_estimated_call_time_follows_position_and_agents(
         session.add(AgentAssignment(subscriber=acme, agent=agent))
     session.commit()
     session.refresh(acme)
-    assert intake.estimated_call_at(session, third, now=NOW) == third.due_at + (
-        DEFAULT_HANDLING
-    )
+    assert intake.estimated_call_at(session, third, now=NOW) == third.due_at + (DEFAULT_HANDLING)
     booked = ask(session, "+1 201 555 0199", when="2026-11-26T09:30:00+00:00").request
     assert intake.estimated_call_at(session, booked, now=NOW) == booked.due_at
     intake.cancel(session, first, "visitor canceled")
