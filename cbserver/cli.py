@@ -27,6 +27,7 @@ from cbserver.asterisk.provision import ProvisionError
 from cbserver.callflow import call_settings
 from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
+from cbserver.hours import HoursError, OpeningHours, week_from_text, week_to_text
 from cbserver.models import Agent, CallOrder, Subscriber
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
@@ -375,6 +376,157 @@ def subscriber_add(
             _fail(str(exc))
     click.echo(f"Subscriber {slug!r} added.")
     _print_subscriber_links(created)
+
+
+@subscriber_group.command("schedule")
+@click.argument("slug")
+@click.option(
+    "--hours",
+    help="Weekly opening hours in the subscriber's time zone, like "
+    "'mon-fri 09:00-12:30,13:30-17:00; sat 10:00-14:00', or 'always'. Days left out are closed.",
+)
+@click.option("--closed", "closed_days", multiple=True, help="A date closed, like 2026-12-25.")
+@click.option("--special", multiple=True, help="A date's own hours, like 2026-12-24=09:00-12:00.")
+@click.option("--clear-exceptions", is_flag=True, help="Forget every dated exception first.")
+@click.option(
+    "--outside-hours",
+    type=click.Choice(subscribers_service.OUTSIDE_HOURS),
+    help="'As soon as possible' while closed: schedule for the opening, or refuse.",
+)
+@click.option("--slot-minutes", type=int, help="Length of a bookable slot, 5 to 240.")
+@click.option(
+    "--slot-capacity", help="Bookings per slot, 1 to 1000, or 'agents' (one per active agent)."
+)
+@click.option("--booking-days", type=int, help="How many days ahead slots are offered, 1 to 60.")
+@click.option(
+    "--deadline-days",
+    type=int,
+    help="A request not called by the end of this many days after its day expires, 0 to 30.",
+)
+@click.option(
+    "--retry-rules",
+    help='Retry rules per outcome as JSON, like \'{"visitor_busy": {"max_attempts": 5}}\'.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
+@click.pass_obj
+def subscriber_schedule(
+    obj: Context,
+    slug: str,
+    hours: str | None,
+    closed_days: tuple[str, ...],
+    special: tuple[str, ...],
+    clear_exceptions: bool,
+    outside_hours: str | None,
+    slot_minutes: int | None,
+    slot_capacity: str | None,
+    booking_days: int | None,
+    deadline_days: int | None,
+    retry_rules: str | None,
+    as_json: bool,
+) -> None:
+    """Show or change when a subscriber takes call-backs: hours, slots, deadlines, retries."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            subscriber = subscribers_service.get_subscriber(session, slug)
+            changes = _schedule_changes(
+                subscriber,
+                hours=hours,
+                closed_days=closed_days,
+                special=special,
+                clear_exceptions=clear_exceptions,
+            )
+            options = {
+                "outside_hours": outside_hours,
+                "slot_minutes": slot_minutes,
+                "booking_days": booking_days,
+                "deadline_days": deadline_days,
+            }
+            changes.update({k: v for k, v in options.items() if v is not None})
+            if slot_capacity is not None:
+                changes["slot_capacity"] = _slot_capacity(slot_capacity)
+            if retry_rules is not None:
+                changes["retry_rules"] = _json_option("--retry-rules", retry_rules)
+            if changes:
+                subscribers_service.set_schedule(session, slug, changes)
+        except (subscribers_service.SubscriberError, HoursError) as exc:
+            _fail(str(exc))
+        shown = subscribers_service.schedule_of(subscriber)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    if changes:
+        click.echo(f"Schedule of {slug!r} changed.")
+    _print_schedule(slug, shown)
+
+
+def _print_schedule(slug: str, shown: dict[str, Any]) -> None:
+    hours = shown["hours"]
+    exceptions = "; ".join(
+        f"{day} {','.join(openings) or 'closed'}"
+        for day, openings in (hours or {}).get("exceptions", {}).items()
+    )
+    places = shown["slot_capacity"]
+    capacity = f"{places} places each" if places else "a place per active agent"
+    slots = f"{shown['slot_minutes']} min, {capacity}, {shown['booking_days']} days ahead"
+    retries = (
+        f"{shown['max_attempts']} attempts, {shown['retry_interval_seconds']} s apart at first"
+    )
+    rules = json.dumps(shown["retry_rules"]) if shown["retry_rules"] else "none"
+    rows = [
+        ["hours", week_to_text(hours)],
+        ["exceptions", exceptions or "none"],
+        ["outside hours", shown["outside_hours"]],
+        ["slots", slots],
+        ["deadline", f"end of the day {shown['deadline_days']} day(s) after the request's day"],
+        ["retries", retries],
+        ["retry rules", rules],
+    ]
+    click.echo(f"Schedule of {slug!r} ({shown['time_zone']}):")
+    for label, value in rows:
+        click.echo(f"  {label:<14} {value}")
+
+
+def _schedule_changes(
+    subscriber: Subscriber,
+    *,
+    hours: str | None,
+    closed_days: tuple[str, ...],
+    special: tuple[str, ...],
+    clear_exceptions: bool,
+) -> dict[str, Any]:
+    """The hours a schedule command asks for, merged with what the subscriber has."""
+    if hours is None and not closed_days and not special and not clear_exceptions:
+        return {}
+    current = OpeningHours.parse(subscriber.time_zone, subscriber.hours).to_json()
+    wanted = week_from_text(hours) if hours is not None else current
+    if wanted is None:
+        if closed_days or special:
+            raise HoursError("dated exceptions need weekly hours: give --hours as well")
+        return {"hours": None}
+    exceptions: dict[str, list[str]] = {}
+    if current is not None and not clear_exceptions:
+        exceptions.update(current["exceptions"])
+    for day in closed_days:
+        exceptions[day] = []
+    for item in special:
+        day, _, openings = item.partition("=")
+        exceptions[day.strip()] = [o.strip() for o in openings.split(",") if o.strip()]
+    return {"hours": {"weekly": wanted["weekly"], "exceptions": exceptions}}
+
+
+def _slot_capacity(text: str) -> int | None:
+    if text.strip().lower() == "agents":
+        return None
+    if not text.strip().isdigit():
+        _fail(f"--slot-capacity {text!r}: give a whole number or 'agents'")
+    return int(text)
+
+
+def _json_option(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        _fail(f"{name}: not valid JSON ({exc.msg})")
 
 
 def _print_subscriber_links(subscriber: Subscriber) -> None:

@@ -221,3 +221,53 @@ def end_of_local_day(hours: OpeningHours, at: datetime, days_after: int) -> date
     """Local midnight ending the day ``days_after`` days after the day of ``at``."""
     day = hours.local_date(at) + timedelta(days=days_after)
     return hours.instant(day, 24 * 60)
+
+
+def week_from_text(text: str) -> dict[str, Any] | None:
+    """Weekly hours as written on a door: ``mon-fri 09:00-12:30,13:30-17:00; sat 10:00-14:00``.
+
+    "always" means open around the clock (no hours); days not named are closed."""
+    if text.strip().lower() == "always":
+        return None
+    weekly: dict[str, list[str]] = {day: [] for day in WEEKDAYS}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        days_text, _, openings = part.partition(" ")
+        if not openings.strip():
+            raise HoursError(f"{part!r}: give days and openings, like mon-fri 09:00-17:00")
+        intervals = [o.strip() for o in openings.split(",") if o.strip()]
+        for day in _days(days_text.lower()):
+            weekly[day].extend(intervals)
+    return {"weekly": weekly}
+
+
+def _days(text: str) -> list[str]:
+    days: list[str] = []
+    for item in text.split(","):
+        first, _, last = item.partition("-")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise HoursError(f"{item!r} is not a day or a range of days like mon-fri")
+        start = WEEKDAYS.index(first)
+        end = WEEKDAYS.index(last) if last else start
+        if end < start:
+            raise HoursError(f"{item!r}: a range of days runs forwards, like mon-fri")
+        days.extend(WEEKDAYS[start : end + 1])
+    return days
+
+
+def week_to_text(hours: Mapping[str, Any] | None) -> str:
+    """The inverse of ``week_from_text``: days with equal openings joined into ranges."""
+    if hours is None:
+        return "always"
+    weekly = hours["weekly"]
+    parts: list[str] = []
+    n = 0
+    while n < len(WEEKDAYS):
+        openings = weekly.get(WEEKDAYS[n], [])
+        last = n
+        while last + 1 < len(WEEKDAYS) and weekly.get(WEEKDAYS[last + 1], []) == openings:
+            last += 1
+        if openings:
+            days = WEEKDAYS[n] if last == n else f"{WEEKDAYS[n]}-{WEEKDAYS[last]}"
+            parts.append(f"{days} {','.join(openings)}")
+        n = last + 1
+    return "; ".join(parts) or "closed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from pathlib import Path
@@ -452,3 +453,65 @@ def test_refused_token_commands_say_why(cbserver, args: tuple[str, ...], message
     assert result.stderr == f"error: {message}\n"
     assert result.stdout == ""
     assert cbserver("token", "list").stdout.startswith("No tokens yet")
+
+
+def test_a_schedule_is_written_as_on_a_shop_door_and_shown_back(cbserver) -> None:
+    cbserver("subscriber", "add", "acme", *ACME, "--time-zone", "Europe/Berlin")
+    changed = cbserver(
+        "subscriber",
+        "schedule",
+        "acme",
+        "--hours",
+        "mon-fri 09:00-12:30,13:30-17:00; sat 10:00-14:00",
+        "--closed",
+        "2026-12-25",
+        "--special",
+        "2026-12-24=09:00-12:00",
+        "--slot-minutes",
+        "30",
+        "--slot-capacity",
+        "4",
+        "--outside-hours",
+        "refuse",
+        "--retry-rules",
+        '{"visitor_busy": {"max_attempts": 5, "delay_seconds": 120}}',
+    )
+    assert changed.exit_code == 0, changed.output
+    lines = changed.stdout.splitlines()
+    assert lines[:2] == ["Schedule of 'acme' changed.", "Schedule of 'acme' (Europe/Berlin):"]
+    shown = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in lines[2:])
+    assert shown["hours"] == "mon-fri 09:00-12:30,13:30-17:00; sat 10:00-14:00"
+    assert shown["exceptions"] == "2026-12-24 09:00-12:00; 2026-12-25 closed"
+    assert shown["outside hours"] == "refuse"
+    assert shown["slots"] == "30 min, 4 places each, 7 days ahead"
+
+    as_json = json.loads(cbserver("subscriber", "schedule", "acme", "--json").stdout)
+    assert as_json["hours"]["weekly"]["sun"] == []
+    assert as_json["retry_rules"] == {"visitor_busy": {"max_attempts": 5, "delay_seconds": 120}}
+    again = cbserver(
+        "subscriber", "schedule", "acme", "--hours", "always", "--slot-capacity", "agents"
+    )
+    assert "hours          always" in again.stdout
+    assert "a place per active agent" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--hours", "mon-fri 9-5"), "mon: '9-5' is not an opening like 09:00-17:30"),
+        (("--hours", "fri-mon 09:00-10:00"), "a range of days runs forwards"),
+        (("--hours", "weekdays 09:00-10:00"), "'weekdays' is not a day"),
+        (("--slot-minutes", "1"), "slot length in minutes must be a whole number from 5 to 240"),
+        (("--slot-capacity", "lots"), "give a whole number or 'agents'"),
+        (("--retry-rules", "{"), "--retry-rules: not valid JSON"),
+        (("--retry-rules", '{"busy": {}}'), "'busy' is not an outcome"),
+        (("--closed", "2026-12-25"), "dated exceptions need weekly hours"),
+    ],
+)
+def test_a_bad_schedule_fails_saying_what_is_wrong(cbserver, args, message: str) -> None:
+    cbserver("subscriber", "add", "acme", *ACME)
+    result = cbserver("subscriber", "schedule", "acme", *args)
+    assert result.exit_code == 1
+    assert message in result.output
+    shown = json.loads(cbserver("subscriber", "schedule", "acme", "--json").stdout)
+    assert (shown["hours"], shown["slot_minutes"]) == (None, 15), "nothing was changed"
