@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from cbserver.models import (
@@ -109,22 +109,32 @@ def promote_due(session: Session, now: datetime) -> int:
 
 
 def _has_a_free_agent() -> ColumnElement[bool]:
-    """The candidate's subscriber has fewer calls under way than active agents."""
-    other = aliased(CallbackRequest)
-    under_way = (
-        select(func.count())
-        .select_from(other)
-        .where(other.subscriber_id == CallbackRequest.subscriber_id, other.status.in_(IN_CALL))
-        .scalar_subquery()
-    )
+    """The candidate's subscriber has fewer calls under way than active agents.
+
+    Written as "not among the subscribers with every agent busy", a list computed once per
+    query from the few calls under way, never a count per waiting request."""
+    under_way = aliased(CallbackRequest)
     agents = (
         select(func.count())
         .select_from(AgentAssignment)
         .join(Agent, Agent.id == AgentAssignment.agent_id)
-        .where(AgentAssignment.subscriber_id == CallbackRequest.subscriber_id, Agent.active)
+        .where(AgentAssignment.subscriber_id == under_way.subscriber_id, Agent.active)
         .scalar_subquery()
     )
-    return under_way < agents
+    all_busy = (
+        select(under_way.subscriber_id)
+        .where(under_way.status.in_(IN_CALL))
+        .group_by(under_way.subscriber_id)
+        .having(func.count() >= agents)
+    )
+    staffed = (
+        select(AgentAssignment.agent_id)
+        .join(Agent, Agent.id == AgentAssignment.agent_id)
+        .where(AgentAssignment.subscriber_id == CallbackRequest.subscriber_id, Agent.active)
+        .exists()
+    )
+    # A business without an active agent keeps its line waiting rather than failing calls.
+    return and_(staffed, CallbackRequest.subscriber_id.not_in(all_busy))
 
 
 def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
@@ -137,7 +147,7 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
             CallbackRequest.due_at <= now,
             _has_a_free_agent(),
         )
-        .order_by(CallbackRequest.due_at, CallbackRequest.created_at)
+        .order_by(CallbackRequest.due_at, CallbackRequest.created_at, CallbackRequest.id)
         .limit(CANDIDATES)
         .options(joinedload(CallbackRequest.subscriber, innerjoin=True))
     )

@@ -755,6 +755,8 @@ def worker_command(obj: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # httpx logs every ARI request at INFO: a dozen lines per call-back that say nothing new.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Its INFO lines are one per job run: every timed wake-up would be logged twice.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
 from cbserver.callflow import retry_or_give_up
@@ -21,6 +21,7 @@ from cbserver.models import (
     RequestStatus,
     SlotBooking,
     Subscriber,
+    UtcDateTime,
 )
 from cbserver.scheduling import hours_of, local_text
 from cbserver.states import TERMINAL, StaleRequest, transition
@@ -215,11 +216,17 @@ def anonymise_old_requests(session: Session, now: datetime, retention: timedelta
 
 def next_due(session: Session) -> datetime | None:
     """When the next booked slot or retry comes due."""
-    return session.scalar(
-        select(func.min(CallbackRequest.due_at)).where(
-            CallbackRequest.status.in_((RequestStatus.SCHEDULED, RequestStatus.RETRY_WAIT))
+    # One MIN per status: each is the first entry of the due index, however many wait.
+    firsts = union_all(
+        *(
+            select(func.min(CallbackRequest.due_at).label("due")).where(
+                CallbackRequest.status == status
+            )
+            for status in (RequestStatus.SCHEDULED, RequestStatus.RETRY_WAIT)
         )
-    )
+    ).subquery()
+    found = session.scalar(select(func.min(firsts.c.due)))
+    return UtcDateTime().process_result_value(found, session.get_bind().dialect)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ MAX_PAGE_URL = 2000
 MAX_IDEMPOTENCY_KEY = 100
 # A slot that started a moment ago (clock skew, a slow form) is still taken as asked.
 PAST_GRACE = timedelta(minutes=2)
+# Beyond any booking window a subscriber may set (see subscribers.BOOKING_DAYS).
+FAR_AHEAD = timedelta(days=366)
 ALLOWED_NUMBER_TYPES = frozenset(
     {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 )
@@ -168,7 +170,9 @@ def _requested_time(when: str | None, now: datetime) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(when.strip())
-    except ValueError as exc:
+        if at.tzinfo is not None:
+            at = at.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise Invalid(
             _('The time must be "asap" or a date and time like 2026-12-01T09:30:00+01:00.'),
             field="when",
@@ -180,9 +184,15 @@ def _requested_time(when: str | None, now: datetime) -> datetime | None:
             field="when",
             code="time_without_zone",
         )
-    at = at.astimezone(UTC)
     if at < now - PAST_GRACE:
         raise Invalid(_("That time has already passed."), field="when", code="time_past")
+    if at > now + FAR_AHEAD:
+        # Refused before any slot is looked for (the year 9999 has no slots to compute).
+        raise Invalid(
+            _("That time is too far ahead. Please choose one of the times offered."),
+            field="when",
+            code="time_too_far",
+        )
     return at
 
 
@@ -368,8 +378,9 @@ def queue_position(session: Session, request: CallbackRequest) -> int | None:
         .where(
             CallbackRequest.subscriber_id == request.subscriber_id,
             CallbackRequest.status.in_(WAITING),
-            tuple_(CallbackRequest.due_at, CallbackRequest.created_at)
-            < tuple_(request.due_at, request.created_at),
+            # The claim's order; the id settles requests made in the same instant.
+            tuple_(CallbackRequest.due_at, CallbackRequest.created_at, CallbackRequest.id)
+            < tuple_(request.due_at, request.created_at, request.id),
         )
     )
     return int(ahead or 0) + 1

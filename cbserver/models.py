@@ -233,7 +233,8 @@ class CallbackRequest(Base):
             postgresql_where=text(_OPEN_SQL),
             sqlite_where=text(_OPEN_SQL),
         ),
-        Index("ix_callback_requests_due", "status", "due_at"),
+        # The claim's order: the oldest due first, then the first asked (see claims.py).
+        Index("ix_callback_requests_due", "status", "due_at", "created_at", "id"),
         Index("ix_callback_requests_deadline", "status", "deadline_at"),
     )
 

@@ -86,6 +86,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._next_promotion = 0.0
         self._next_due: datetime | None = None
+        self._armed_for: datetime | None = None
         self._app: StasisApp | None = None
         self._scheduler: AsyncIOScheduler | None = None
 
@@ -111,10 +112,10 @@ class Worker:
 
         return ended
 
-    async def _until_connected(self, app: StasisApp, stop: asyncio.Event) -> None:
+    async def _until_connected(self, connected: asyncio.Event, stop: asyncio.Event) -> None:
         log.warning("worker %s: Asterisk unreachable; claiming nothing until it is back", self.name)
-        await _first_of(stop, app.connected)
-        if app.connected.is_set():
+        await _first_of(stop, connected)
+        if connected.is_set():
             log.info("worker %s: Asterisk is back; claiming again", self.name)
 
     async def _drain(self, app: StasisApp) -> None:
@@ -199,8 +200,10 @@ class Worker:
         self.wake()
 
     def _arm_next_due(self) -> None:
-        if self._next_due is not None and self._scheduler is not None:
-            self._at(self._next_due, "next-due", self._due_now)
+        due = self._next_due
+        if due is not None and due != self._armed_for and self._scheduler is not None:
+            self._at(due, "next-due", self._due_now)
+            self._armed_for = due
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen_for_wakes()
@@ -248,35 +251,47 @@ class Worker:
         async with AriClient(self.ari_config) as ari:
             app = self._app = StasisApp(ari)
             events = asyncio.create_task(app.run())
+
+            async def place(claim: Claim) -> None:
+                flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
+                call = flow(ari, self.sessions, calls, self.call_settings, claim, self._ended(app))
+                app.add(call)
+                await call.start()
+
             try:
                 await app.connected.wait()
                 log.info("worker %s: Stasis app %s registered", self.name, self.ari_config.app)
-                while not stop.is_set():
-                    if not app.connected.is_set():
-                        # Asterisk is away: what is queued waits for it, rather than
-                        # spending an attempt on a call that cannot be placed.
-                        await self._until_connected(app, stop)
-                        continue
-                    # Cleared before looking, never after: a wake-up that arrives while we
-                    # look must survive to end the idle wait at once.
-                    self._wake.clear()
-                    claim = await claims.run(self._claim)
-                    self._arm_next_due()
-                    if claim is not None:
-                        flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
-                        call = flow(
-                            ari, self.sessions, calls, self.call_settings, claim, self._ended(app)
-                        )
-                        app.add(call)
-                        await call.start()
-                        continue
-                    await self._idle(stop)
+                await self._claim_loop(stop, claims, app.connected, place)
                 await self._drain(app)
             finally:
                 events.cancel()
                 with suppress(asyncio.CancelledError):
                     await events
                 await app.stop()
+
+    async def _claim_loop(
+        self,
+        stop: asyncio.Event,
+        claims: DatabaseThread,
+        connected: asyncio.Event,
+        place: Callable[[Claim], Awaitable[None]],
+    ) -> None:
+        """Claim due requests and ``place`` their calls until stopped."""
+        while not stop.is_set():
+            if not connected.is_set():
+                # Asterisk is away: what is queued waits for it, rather than spending an
+                # attempt on a call that cannot be placed.
+                await self._until_connected(connected, stop)
+                continue
+            # Cleared before looking, never after: a wake-up that arrives while we look must
+            # survive to end the idle wait at once.
+            self._wake.clear()
+            claim = await claims.run(self._claim)
+            self._arm_next_due()
+            if claim is not None:
+                await place(claim)
+                continue
+            await self._idle(stop)
 
 
 class WorkerThread:

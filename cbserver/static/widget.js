@@ -8,6 +8,10 @@
  * styles: the page's CSS cannot restyle the widget and the widget's CSS cannot touch the page.
  * No globals, no libraries, no modules. Every text is set with textContent.
  *
+ * The visitor chooses "as soon as possible" or one of the business's free slots, listed by
+ * /api/v1/subscribers/<slug>/slots (public) when the form opens; without that list the form
+ * still offers "as soon as possible".
+ *
  * The page's origin must be one of the subscriber's allowed origins (CORS). A page with a
  * Content-Security-Policy must allow this server in script-src and connect-src.
  */
@@ -22,6 +26,13 @@
     phoneHint: "With the country code if you are abroad, e.g. +44 20 7946 0018.",
     name: "Your name (optional)",
     topic: "What would you like to talk about? (optional)",
+    when: "When should we call you?",
+    asap: "As soon as possible",
+    full: "(full)",
+    zoneHint: "Times are in the time zone of {name}: {zone}.",
+    closedNote: "We are closed now: we will call you when we open, {time}.",
+    closedRefuse: "We are closed now and open again {time}. Please choose a time.",
+    notTaking: "We are not taking call-backs at the moment.",
     submit: "Send",
     sending: "Sending\u2026",
     close: "Close",
@@ -31,8 +42,10 @@
     unreachable: "Could not reach the call-back service. Please try again.",
     failed: "Something went wrong on our side. Please try again."
   };
-  var FIELDS = ["phone", "name", "topic"];
+  var FIELDS = ["phone", "name", "topic"]; // typed in; "when" is chosen from a list
+  var ERROR_FIELDS = FIELDS.concat(["when"]);
   var TIMEOUT_MS = 20000;
+  var business = ""; // the business's name, from /widget/<slug>.json
 
   var CSS = [
     // The page's rules do reach the host element; !important ones declared here win over them.
@@ -47,7 +60,8 @@
     "button { font: inherit; font-weight: 600; margin: 0; border: 0; border-radius: 6px;",
     "  cursor: pointer; display: inline-block; line-height: 1.25; text-transform: none; }",
     "button:disabled { cursor: default; opacity: .65; }",
-    "button:focus-visible, input:focus-visible, textarea:focus-visible, a:focus-visible {",
+    "button:focus-visible, input:focus-visible, textarea:focus-visible, select:focus-visible,",
+    "  a:focus-visible {",
     "  outline: 3px solid #f2a900; outline-offset: 2px; }",
     ".launcher { padding: 12px 20px; background: #0b5cad; color: #fff;",
     "  border-radius: 999px; box-shadow: 0 4px 14px rgba(0, 0, 0, .25); }",
@@ -64,10 +78,12 @@
     ".x:hover { background: #eef0f3; }",
     "p { margin: 0 0 12px; }",
     ".intro, .hint { color: #4a4f57; font-size: 14px; }",
+    ".note { font-size: 14px; font-weight: 600; margin: 0 0 4px; }",
     ".field { margin: 0 0 14px; }",
     "label { display: block; font-weight: 600; margin: 0 0 4px; }",
     ".hint { margin: 0 0 4px; }",
-    "input, textarea { display: block; width: 100%; font: inherit; color: #1a1a1a;",
+    "select + .hint { margin: 4px 0 0; }",
+    "input, textarea, select { display: block; width: 100%; font: inherit; color: #1a1a1a;",
     "  background: #fff; padding: 8px 10px; margin: 0; border: 1px solid #8a8f98;",
     "  border-radius: 6px; }",
     "textarea { min-height: 72px; resize: vertical; }",
@@ -109,6 +125,36 @@
     return node;
   }
 
+  // "{time}" in a text replaced by values.time, and so on; textContent takes the result.
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (whole, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? values[name] : whole;
+    });
+  }
+
+  // "14:30", the wall-clock time at iso in the business's zone; null when it cannot be told.
+  function clockTime(iso, zone) {
+    try {
+      var parts = {};
+      new Intl.DateTimeFormat("en-GB", {
+        timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23"
+      }).formatToParts(new Date(iso)).forEach(function (part) { parts[part.type] = part.value; });
+      return parts.hour && parts.minute ? parts.hour + ":" + parts.minute : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // A listed slot as the server writes its times, e.g. in its messages ("Wed 18 Nov, 12:00
+  // (America/Los_Angeles)"): the day for its group, "12:00 – 12:15" for its option.
+  function slotLabel(slot, zone) {
+    var found = slot && typeof slot.start === "string" && typeof slot.start_text === "string" &&
+      /^(.+), (\d{1,2}:\d{2}) \(/.exec(slot.start_text);
+    if (!found) { return null; }
+    var end = clockTime(slot.end, zone);
+    return { day: found[1], time: end ? found[2] + " \u2013 " + end : found[2] };
+  }
+
   function randomKey() {
     var cryptoApi = window.crypto;
     if (cryptoApi && typeof cryptoApi.randomUUID === "function") {
@@ -136,6 +182,8 @@
     script.setAttribute("data-cbserver-widget", "");
     var subscriber = script.getAttribute("data-subscriber");
     var endpoint = new URL("api/v1/callbacks", script.src).href;
+    var slotsUrl = new URL("api/v1/subscribers/" + encodeURIComponent(subscriber) + "/slots",
+      script.src).href;
 
     var host = document.createElement("cbserver-callback");
     var shadow = host.attachShadow({ mode: "open" });
@@ -157,21 +205,30 @@
       name: el("input", {
         id: "cb-name", name: "name", type: "text", autocomplete: "name", maxlength: "100"
       }),
-      topic: el("textarea", { id: "cb-topic", name: "topic", maxlength: "500", rows: "3" })
+      topic: el("textarea", { id: "cb-topic", name: "topic", maxlength: "500", rows: "3" }),
+      when: el("select", { id: "cb-when", name: "when" })
     };
-    var hints = { phone: "cb-phone-hint" };
+    var asap = el("option", { value: "asap", text: TEXT.asap });
+    inputs.when.appendChild(asap);
+    var closedNote = el("p", { "class": "note", id: "cb-when-note", hidden: "" });
+    var zoneHint = el("p", { "class": "hint", id: "cb-when-hint", hidden: "" });
+    // What describes a field (while shown), before its error.
+    var hints = {
+      phone: [el("p", { "class": "hint", id: "cb-phone-hint", text: TEXT.phoneHint })],
+      when: [closedNote, zoneHint]
+    };
     var fieldBoxes = {};
     var fields = FIELDS.map(function (name) {
       var box = el("div", { "class": "field" }, [
         el("label", { "for": "cb-" + name, text: TEXT[name] })
-      ]);
-      if (hints[name]) {
-        box.appendChild(el("p", { "class": "hint", id: hints[name], text: TEXT.phoneHint }));
-      }
-      box.appendChild(inputs[name]);
+      ].concat(hints[name] || [], [inputs[name]]));
       fieldBoxes[name] = box;
       return box;
     });
+    fieldBoxes.when = el("div", { "class": "field" }, [
+      el("label", { "for": "cb-when", text: TEXT.when }), closedNote, inputs.when, zoneHint
+    ]);
+    fields.push(fieldBoxes.when);
     var submit = el("button", { type: "submit", "class": "send", text: TEXT.submit });
     var form = el("form", { novalidate: "" }, [
       el("p", { "class": "intro", text: TEXT.intro }),
@@ -193,38 +250,108 @@
     var key = null;
     var sent = false;
     var sending = false;
+    var slotsAsked = 0;
+
+    // aria-describedby: the field's hints that are shown, then its error if it has one.
+    function describe(name) {
+      var ids = (hints[name] || []).filter(function (hint) { return !hint.hidden; })
+        .map(function (hint) { return hint.id; });
+      var error = fieldBoxes[name].querySelector(".error");
+      if (error) { ids.push(error.id); }
+      if (ids.length) {
+        inputs[name].setAttribute("aria-describedby", ids.join(" "));
+      } else {
+        inputs[name].removeAttribute("aria-describedby");
+      }
+    }
 
     function clearErrors() {
       formError.textContent = "";
-      FIELDS.forEach(function (name) {
-        var input = inputs[name];
-        input.removeAttribute("aria-invalid");
-        if (hints[name]) {
-          input.setAttribute("aria-describedby", hints[name]);
-        } else {
-          input.removeAttribute("aria-describedby");
-        }
+      ERROR_FIELDS.forEach(function (name) {
         var old = fieldBoxes[name].querySelector(".error");
         if (old) { old.parentNode.removeChild(old); }
+        inputs[name].removeAttribute("aria-invalid");
+        describe(name);
       });
     }
 
     // A fresh element with role=alert is announced by screen readers as it appears.
     function showError(message, field) {
-      if (FIELDS.indexOf(field) < 0) {
+      if (ERROR_FIELDS.indexOf(field) < 0) {
         formError.appendChild(el("p", { "class": "error", role: "alert", text: message }));
         formError.setAttribute("tabindex", "-1");
         formError.focus();
         return;
       }
       var input = inputs[field];
-      var id = "cb-" + field + "-error";
       fieldBoxes[field].appendChild(el("p", {
-        "class": "error", id: id, role: "alert", text: message
+        "class": "error", id: "cb-" + field + "-error", role: "alert", text: message
       }));
       input.setAttribute("aria-invalid", "true");
-      input.setAttribute("aria-describedby", (hints[field] ? hints[field] + " " : "") + id);
+      describe(field);
       input.focus();
+    }
+
+    // The choice of times: "as soon as possible", then a group of slots per day in the
+    // business's zone, full ones shown but not choosable. Without a listing, only the first.
+    function showSlots(listing) {
+      var select = inputs.when;
+      var chosen = select.value;
+      while (select.lastChild !== asap) { select.removeChild(select.lastChild); }
+      asap.disabled = false;
+      closedNote.hidden = true;
+      zoneHint.hidden = true;
+      var zone = listing && typeof listing.time_zone === "string" ? listing.time_zone : "";
+      var group = null;
+      var free = [];
+      (listing && Array.isArray(listing.slots) ? listing.slots : []).forEach(function (slot) {
+        var label = slotLabel(slot, zone);
+        if (!label) { return; }
+        if (!group || group.getAttribute("label") !== label.day) {
+          group = select.appendChild(el("optgroup", { label: label.day }));
+        }
+        var full = !(slot.remaining > 0);
+        var option = el("option", {
+          value: slot.start, text: full ? label.time + " " + TEXT.full : label.time
+        });
+        option.disabled = full;
+        if (!full) { free.push(option); }
+        group.appendChild(option);
+      });
+      if (group) {
+        zoneHint.textContent = fill(TEXT.zoneHint, { name: business || subscriber, zone: zone });
+        zoneHint.hidden = false;
+      }
+      if (listing && listing.open_now === false) {
+        var opening = listing.next_opening_text;
+        var refuse = listing.outside_hours === "refuse";
+        closedNote.textContent = typeof opening === "string" && opening ?
+          fill(refuse ? TEXT.closedRefuse : TEXT.closedNote, { time: opening }) : TEXT.notTaking;
+        closedNote.hidden = false;
+        // "As soon as possible" would be refused now: a time has to be chosen.
+        asap.disabled = refuse && free.length > 0;
+      }
+      // The visitor's choice stays while it can still be had.
+      select.value = chosen;
+      if (select.selectedIndex < 0 || select.options[select.selectedIndex].disabled) {
+        select.value = asap.disabled ? free[0].value : "asap";
+      }
+      describe("when");
+    }
+
+    function loadSlots() {
+      slotsAsked += 1;
+      var asked = slotsAsked;
+      function show(listing) {
+        if (asked !== slotsAsked) { return; } // a later listing is on its way
+        try { showSlots(listing); } catch (e) { showSlots(null); }
+      }
+      fetch(slotsUrl, {
+        mode: "cors", credentials: "omit", cache: "no-store",
+        headers: { "Accept": "application/json" }
+      }).then(function (response) {
+        return response.ok ? response.json() : null;
+      }).then(show, function () { show(null); });
     }
 
     function setSending(on) {
@@ -249,7 +376,7 @@
 
     function open() {
       if (!dialog.open) {
-        if (done.hidden) { key = randomKey(); sent = false; }
+        if (done.hidden) { key = randomKey(); sent = false; loadSlots(); }
         if (typeof dialog.showModal === "function") {
           dialog.showModal();
         } else {
@@ -272,7 +399,9 @@
       event.preventDefault();
       if (sending) { return; }
       clearErrors();
-      var body = { subscriber: subscriber, when: "asap", page_url: location.href };
+      var body = {
+        subscriber: subscriber, when: inputs.when.value || "asap", page_url: location.href
+      };
       FIELDS.forEach(function (name) { body[name] = inputs[name].value.trim(); });
       if (!body.phone) {
         showError(TEXT.phoneMissing, "phone");
@@ -300,6 +429,8 @@
             showDone(answer.status_url);
           } else if (answer && answer.error && typeof answer.error.message === "string") {
             showError(answer.error.message, answer.error.field);
+            // Taken meanwhile, or no longer possible: the message says so, the list shows it.
+            if (answer.error.field === "when") { loadSlots(); }
           } else {
             showError(TEXT.failed, null);
           }
@@ -355,6 +486,7 @@
     fetch(url, { credentials: "omit" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (found) {
+        if (found && typeof found.name === "string") { business = found.name; }
         if (found && found.text) {
           Object.keys(TEXT).forEach(function (key) {
             if (typeof found.text[key] === "string") { TEXT[key] = found.text[key]; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -21,6 +22,7 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 FIELDS = ("subscriber", "phone", "name", "topic", "when", "page_url")
 REQUIRED = ("subscriber", "phone")
 MAX_SLOT_DAYS = 31
+_DAYS = re.compile(r"[0-9]{1,3}")
 
 
 def _json_body() -> dict[str, Any]:
@@ -76,6 +78,15 @@ def _speak_subscribers_language(slug: object) -> None:
 
 # --- CORS: the widget posts here from subscribers' own web sites (rules in views/widget.py) ---
 blueprint.after_request(widget.cors_headers)
+
+
+@blueprint.after_request
+def public_slots(response: Response) -> Response:
+    """Slots are public, like the form that offers them: any page may read them, and read
+    why a query was refused."""
+    if request.endpoint == "api.list_slots":
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 @blueprint.route("/callbacks", methods=["OPTIONS"])
@@ -150,7 +161,6 @@ def list_slots(slug: str) -> Response:
     first_day = _date_argument("date")
     days = _days_argument()
     response = jsonify(slot_listing(session, subscriber, first_day, days))
-    response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -171,7 +181,8 @@ def _days_argument() -> int | None:
     raw = request.args.get("days")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SLOT_DAYS:
+    # ASCII digits only: str.isdigit() takes "²", which int() then refuses (a 500).
+    if not _DAYS.fullmatch(raw) or not 1 <= int(raw) <= MAX_SLOT_DAYS:
         raise Invalid(
             _("days must be a whole number from 1 to %(most)s.", most=MAX_SLOT_DAYS),
             field="days",

@@ -8,9 +8,11 @@ from flask import Blueprint, Response, jsonify
 
 from cbserver import subscribers
 from cbserver.agents import DTMF_MODES
+from cbserver.hours import MAX_EXCEPTIONS, MAX_INTERVALS_PER_DAY, WEEKDAYS
 from cbserver.intake import MAX_IDEMPOTENCY_KEY, MAX_NAME, MAX_PAGE_URL, MAX_TOPIC
 from cbserver.models import RequestStatus
-from cbserver.views import admin
+from cbserver.retries import LIMITS, OUTCOME_KINDS
+from cbserver.views import admin, api
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -48,6 +50,15 @@ SCHEMAS: dict[str, Any] = {
                     "code": {"type": "string", "description": "stable, for programs"},
                     "message": {"type": "string", "description": "plain words, for people"},
                     "field": {"type": "string", "description": "the input at fault"},
+                    "next_free": {
+                        "type": "array",
+                        "items": _TIME,
+                        "description": "slot_full: the next slots with a free place",
+                    },
+                    "opens_at": {
+                        **_TIME,
+                        "description": "closed: when the business next opens",
+                    },
                 },
             }
         },
@@ -71,7 +82,8 @@ SCHEMAS: dict[str, Any] = {
             "topic": {"type": ["string", "null"], "maxLength": MAX_TOPIC},
             "when": {
                 "type": ["string", "null"],
-                "description": '"asap", or an ISO 8601 time with a zone, up to 30 days ahead',
+                "description": '"asap", or an ISO 8601 time with a zone inside a bookable slot '
+                "(see /api/v1/subscribers/{slug}/slots), within the booking window",
                 "example": "asap",
             },
             "page_url": {"type": ["string", "null"], "maxLength": MAX_PAGE_URL},
@@ -104,12 +116,24 @@ SCHEMAS: dict[str, Any] = {
             "name": _NULLABLE_TEXT,
             "topic": _NULLABLE_TEXT,
             "requested_time": _NULLABLE_TIME,
+            "slot_start": {
+                **_NULLABLE_TIME,
+                "description": "the start of the booked slot; null: as soon as possible",
+            },
             "due_at": _TIME,
             "due_text": _TEXT,
+            "deadline_at": {
+                **_NULLABLE_TIME,
+                "description": "not called by then, the request expires",
+            },
             "position": {"type": ["integer", "null"], "minimum": 1},
             "estimated_call_at": _NULLABLE_TIME,
             "estimated_call_text": _NULLABLE_TEXT,
             "can_cancel": {"type": "boolean"},
+            "can_reschedule": {
+                "type": "boolean",
+                "description": "nobody has started calling yet: it may be moved",
+            },
             "created_at": _TIME,
             "updated_at": _TIME,
             "events": {
@@ -138,6 +162,71 @@ SCHEMAS: dict[str, Any] = {
                         "outcome": _NULLABLE_TEXT,
                         "hangup_cause": {"type": ["integer", "null"]},
                         "hangup_cause_text": _NULLABLE_TEXT,
+                    },
+                },
+            },
+        },
+    },
+    "CallbackReschedule": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["when"],
+        "properties": {
+            "when": {
+                "type": "string",
+                "minLength": 1,
+                "description": '"asap", or the start of a bookable slot (ISO 8601 with a zone)',
+                "example": "asap",
+            }
+        },
+    },
+    "SlotList": {
+        "type": "object",
+        "required": [
+            "subscriber",
+            "time_zone",
+            "slot_minutes",
+            "open_now",
+            "next_opening",
+            "next_opening_text",
+            "outside_hours",
+            "slots",
+        ],
+        "properties": {
+            "subscriber": {"type": "string", "description": "the business's slug"},
+            "time_zone": {"type": "string", "description": "IANA: the zone of the *_text times"},
+            "slot_minutes": {"type": "integer"},
+            "open_now": {"type": "boolean"},
+            "next_opening": {
+                **_NULLABLE_TIME,
+                "description": "now when open; null when not opening within a year",
+            },
+            "next_opening_text": _NULLABLE_TEXT,
+            "outside_hours": {
+                "type": "string",
+                "enum": list(subscribers.OUTSIDE_HOURS),
+                "description": 'what "asap" becomes while closed: scheduled for the opening, '
+                "or refused",
+            },
+            "slots": {
+                "type": "array",
+                "description": "in order; slots that have ended are left out",
+                "items": {
+                    "type": "object",
+                    "required": ["start", "end", "start_text", "capacity", "remaining"],
+                    "properties": {
+                        "start": _TIME,
+                        "end": _TIME,
+                        "start_text": {
+                            "type": "string",
+                            "description": "the start in the business's time zone",
+                        },
+                        "capacity": {"type": "integer", "minimum": 0},
+                        "remaining": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "0: full, not bookable",
+                        },
                     },
                 },
             },
@@ -201,6 +290,34 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/v1/callbacks/{request_id}/reschedule": {
+        "post": {
+            "operationId": "rescheduleCallback",
+            "summary": "Move a call-back request nobody has started calling to another slot, "
+            "or to as soon as possible",
+            "parameters": [_REQUEST_ID, _TOKEN_QUERY],
+            "security": _VISITOR,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/CallbackReschedule"}
+                    }
+                },
+            },
+            "responses": {
+                "200": _json("moved", "Callback"),
+                "400": _error("not a JSON object, an unknown or missing field"),
+                "404": _error("no such request, or not this token"),
+                "409": _error(
+                    "the slot is full (error.next_free lists the next free ones), or the "
+                    "request is under way or over"
+                ),
+                "413": _error("more than 16 KiB"),
+                "422": _error("a time that cannot be booked, said in plain words"),
+            },
+        }
+    },
     "/api/v1/callbacks/{request_id}/cancel": {
         "post": {
             "operationId": "cancelCallback",
@@ -211,6 +328,42 @@ PATHS: dict[str, Any] = {
                 "200": _json("canceled", "Callback"),
                 "404": _error("no such request, or not this token"),
                 "409": _error("the request has already ended"),
+            },
+        }
+    },
+    "/api/v1/subscribers/{slug}/slots": {
+        "get": {
+            "operationId": "listSlots",
+            "summary": "A business's bookable slots, with the places left in each",
+            "parameters": [
+                {"name": "slug", "in": "path", "required": True, "schema": _TEXT},
+                {
+                    "name": "date",
+                    "in": "query",
+                    "required": False,
+                    "description": "the first day, in the business's time zone; default today",
+                    "schema": {"type": "string", "format": "date"},
+                },
+                {
+                    "name": "days",
+                    "in": "query",
+                    "required": False,
+                    "description": "how many days; default and most: the booking window",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": api.MAX_SLOT_DAYS},
+                },
+            ],
+            "responses": {
+                "200": {
+                    **_json("the slots", "SlotList"),
+                    "headers": {
+                        "Access-Control-Allow-Origin": {
+                            "description": "*: any page may read them",
+                            "schema": {"type": "string"},
+                        }
+                    },
+                },
+                "404": _error("no such business"),
+                "422": _error("a date or a number of days that cannot be read"),
             },
         }
     },
@@ -441,6 +594,118 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "offset": {"type": "integer"},
         },
     },
+    "AdminSchedule": {
+        "type": "object",
+        "required": [
+            "time_zone",
+            "hours",
+            "outside_hours",
+            "slot_minutes",
+            "slot_capacity",
+            "booking_days",
+            "deadline_days",
+            "max_attempts",
+            "retry_interval_seconds",
+            "retry_rules",
+        ],
+        "properties": {
+            "time_zone": _TEXT,
+            "hours": {**_ref("OpeningHours"), "description": "null: open around the clock"},
+            "outside_hours": {"type": "string", "enum": list(subscribers.OUTSIDE_HOURS)},
+            "slot_minutes": {"type": "integer"},
+            "slot_capacity": {
+                "type": ["integer", "null"],
+                "description": "places per slot; null: one per active agent",
+            },
+            "booking_days": {"type": "integer"},
+            "deadline_days": {"type": "integer"},
+            "max_attempts": {"type": "integer"},
+            "retry_interval_seconds": {"type": "integer"},
+            "retry_rules": _ref("RetryRules"),
+        },
+    },
+    "AdminScheduleChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "the settings to change; those left out stay as they are",
+        "properties": {
+            "hours": {**_ref("OpeningHours"), "description": "null: open around the clock"},
+            "outside_hours": {
+                "type": "string",
+                "enum": list(subscribers.OUTSIDE_HOURS),
+                "description": 'what "asap" becomes while closed',
+            },
+            "slot_minutes": _whole(subscribers.SLOT_MINUTES),
+            "slot_capacity": {
+                **_whole(subscribers.SLOT_CAPACITY, nullable=True),
+                "description": "places per slot; null: one per active agent",
+            },
+            "booking_days": {
+                **_whole(subscribers.BOOKING_DAYS),
+                "description": "how many days ahead slots may be booked, today included",
+            },
+            "deadline_days": {
+                **_whole(subscribers.DEADLINE_DAYS),
+                "description": "how many days after its day a request may still be called",
+            },
+            "retry_rules": {
+                "anyOf": [_ref("RetryRules"), {"type": "null"}],
+                "description": "null or {}: the subscriber's max_attempts and retry interval",
+            },
+        },
+    },
+    "OpeningHours": {
+        "type": ["object", "null"],
+        "required": ["weekly"],
+        "additionalProperties": False,
+        "properties": {
+            "weekly": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "a day left out is closed",
+                "properties": {day: _ref("Openings") for day in WEEKDAYS},
+            },
+            "exceptions": {
+                "type": ["object", "null"],
+                "description": "dates (2026-12-25) with other openings; [] closed",
+                "maxProperties": MAX_EXCEPTIONS,
+                "additionalProperties": _ref("Openings"),
+            },
+        },
+        "example": {
+            "weekly": {day: ["09:00-12:00", "13:00-17:00"] for day in WEEKDAYS[:5]},
+            "exceptions": {"2026-12-25": []},
+        },
+    },
+    "Openings": {
+        "type": "array",
+        "maxItems": MAX_INTERVALS_PER_DAY,
+        "description": "a day's openings in local time, not overlapping; [] closed",
+        "items": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$"},
+        "example": ["09:00-17:00"],
+    },
+    "RetryRules": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "per outcome; outcomes left out use max_attempts and the retry interval",
+        "properties": {
+            kind: {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    name: {
+                        "type": "integer"
+                        if name in ("max_attempts", "delay_seconds")
+                        else "number",
+                        "minimum": low,
+                        "maximum": high,
+                    }
+                    for name, (low, high) in LIMITS.items()
+                },
+            }
+            for kind in OUTCOME_KINDS
+        },
+    },
     "AdminRequest": {
         "allOf": [
             _ref("Callback"),
@@ -539,6 +804,25 @@ ADMIN_PATHS: dict[str, Any] = {
             parameters=[_SLUG],
         )
     },
+    "/api/v1/admin/subscribers/{slug}/schedule": {
+        "get": _admin(
+            "adminGetSchedule",
+            "A subscriber's opening hours, slots, deadlines and retry rules",
+            {"200": _json("the schedule", "AdminSchedule"), "404": _error(_HIDDEN)},
+            parameters=[_SLUG],
+        ),
+        "patch": _admin(
+            "adminChangeSchedule",
+            "Change some of the schedule settings (all or none); those left out stay",
+            {
+                "200": _json("changed; the whole schedule", "AdminSchedule"),
+                "404": _error(_HIDDEN),
+                "422": _error("a setting that cannot be used (named in error.field)"),
+            },
+            parameters=[_SLUG],
+            body="AdminScheduleChange",
+        ),
+    },
     "/api/v1/admin/subscribers/{slug}/agents/{agent}": {
         "put": _admin(
             "adminAssignAgent",
@@ -633,6 +917,24 @@ ADMIN_PATHS: dict[str, Any] = {
             parameters=[_REQUEST_ID],
         )
     },
+    "/api/v1/admin/requests/{request_id}/reschedule": {
+        "post": _admin(
+            "adminRescheduleRequest",
+            "Move a call-back request nobody has started calling to another slot, or to as "
+            "soon as possible",
+            {
+                "200": _json("moved", "AdminRequest"),
+                "404": _error("no such request, or not for this token's subscriber"),
+                "409": _error(
+                    "the slot is full (error.next_free lists the next free ones), or the "
+                    "request is under way or over"
+                ),
+                "422": _error("a time that cannot be booked, said in plain words"),
+            },
+            parameters=[_REQUEST_ID],
+            body="CallbackReschedule",
+        )
+    },
     "/api/v1/admin/requests/{request_id}/cancel": {
         "post": _admin(
             "adminCancelRequest",
@@ -654,8 +956,9 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "cbserver",
             "version": "1",
-            "description": "Web call-back requests: ask for a call-back, follow it, cancel it; "
-            "and, under /api/v1/admin, run the service (subscribers, agents, requests).",
+            "description": "Web call-back requests: ask for a call-back (as soon as possible "
+            "or in a bookable slot), follow it, move it, cancel it; and, under /api/v1/admin, "
+            "run the service (subscribers, their schedules, agents, requests).",
         },
         "paths": {**PATHS, **ADMIN_PATHS},
         "components": {

@@ -68,6 +68,20 @@ def _texts() -> dict[str, str]:
         "phoneHint": _("With the country code if you are abroad, e.g. +44 20 7946 0018."),
         "name": _("Your name (optional)"),
         "topic": _("What would you like to talk about? (optional)"),
+        # The choice of time; the widget fills in {name}, {zone} and {time} itself.
+        "when": _("When should we call you?"),
+        "asap": _("As soon as possible"),
+        "full": _("(full)"),
+        "zoneHint": _(
+            "Times are in the time zone of %(name)s: %(zone)s.", name="{name}", zone="{zone}"
+        ),
+        "closedNote": _(
+            "We are closed now: we will call you when we open, %(time)s.", time="{time}"
+        ),
+        "closedRefuse": _(
+            "We are closed now and open again %(time)s. Please choose a time.", time="{time}"
+        ),
+        "notTaking": _("We are not taking call-backs at the moment."),
         "submit": _("Send"),
         "sending": _("Sending…"),
         "close": _("Close"),

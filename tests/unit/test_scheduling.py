@@ -320,9 +320,9 @@ def test_at_closing_time_the_waiting_line_moves_to_the_next_opening(session: Ses
 
 @pytest.mark.usefixtures("shop")
 def test_claims_whose_worker_died_are_released_and_live_ones_renewed(session: Session) -> None:
-    dialing = ask(session, PHONES[0])
-    talking = ask(session, PHONES[1])
-    mine = ask(session, PHONES[2])
+    dialing, talking, mine = (
+        ask(session, PHONES[n], at=FRIDAY_NOON - timedelta(seconds=3 - n)) for n in range(3)
+    )
     session.add(
         AgentAssignment(
             subscriber_id=dialing.subscriber_id,

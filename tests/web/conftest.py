@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,16 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver.clock import FakeClock
 from cbserver.config import Settings
 from cbserver.models import Subscriber
 from cbserver.web import create_app
 from tests.browser import Browser, live_server
 
 US_MOBILE = "+12015550123"
+# The web app's time unless a test moves it: Wednesday 18 November 2026, 09:00 in Los Angeles
+# (acme's time zone), so that what depends on "now" is the same on every run.
+CLOCK_START = datetime(2026, 11, 18, 17, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -37,8 +42,14 @@ def acme(sessions: sessionmaker[Session]) -> Subscriber:
 
 
 @pytest.fixture
-def app(engine: Engine, sessions: sessionmaker[Session], tmp_path: Path) -> Flask:
-    return create_app(settings=Settings(state_dir=tmp_path), engine=engine)
+def clock() -> FakeClock:
+    """The app's clock: stands at CLOCK_START until the test moves it (set, advance)."""
+    return FakeClock(CLOCK_START)
+
+
+@pytest.fixture
+def app(engine: Engine, sessions: sessionmaker[Session], tmp_path: Path, clock: FakeClock) -> Flask:
+    return create_app(settings=Settings(state_dir=tmp_path), engine=engine, clock=clock)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from flask.testing import FlaskClient
@@ -99,16 +100,49 @@ def test_an_expired_form_keeps_the_visitors_input(
     assert stored(sessions) == 0
 
 
-def test_a_later_time_is_read_in_the_business_time_zone(
+def test_a_later_time_is_one_of_the_slots_in_the_business_time_zone(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
+    # The clock stands at Wednesday 18 November 2026, 09:00 in Los Angeles (17:00 UTC).
     page = client.get("/c/acme").get_data(as_text=True)
-    sent = client.post("/c/acme", data=form_fields(page, when="later", later_at="2099-01-01T09:30"))
-    assert sent.status_code == 422, "more than 30 days ahead is refused"
-    assert "up to 30 days ahead" in sent.get_data(as_text=True)
-    missing = client.post("/c/acme", data=form_fields(page, when="later", later_at=""))
-    assert "Please choose a date and time." in missing.get_data(as_text=True)
+    days = re.findall(r'<optgroup label="([^"]+)">', page)
+    assert days == [
+        "Wednesday 18 November",
+        "Thursday 19 November",
+        "Friday 20 November",
+        "Saturday 21 November",
+        "Sunday 22 November",
+        "Monday 23 November",
+        "Tuesday 24 November",
+    ], "a group per day of the 7-day booking window"
+    assert '<option value="2026-11-18T17:00:00+00:00">09:00 - 09:15</option>' in page
+    assert '<option value="2026-11-19T18:30:00+00:00">10:30 - 10:45</option>' in page
+    assert "2026-11-18T16:45:00+00:00" not in page, "a slot that has ended is not offered"
+    assert "Times are in the time zone of Acme Plumbing: America/Los_Angeles." in page
+
+    missing = client.post("/c/acme", data=form_fields(page, when="slot", slot=""))
+    assert missing.status_code == 422
+    assert re.search(r'id="slot-error" role="alert">Please choose a time.', missing.text)
+
+    too_far = client.post(
+        "/c/acme", data=form_fields(page, when="slot", slot="2026-11-25T17:00:00+00:00")
+    )
+    assert too_far.status_code == 422
+    assert "We can take call-backs up to 7 days ahead." in too_far.text
     assert stored(sessions) == 0
+
+    sent = client.post(
+        "/c/acme", data=form_fields(page, when="slot", slot="2026-11-19T18:30:00+00:00")
+    )
+    assert sent.status_code == 303
+    status = client.get(sent.headers["Location"]).text
+    assert "Booked: we will call you at the time shown." in status
+    assert "Thu 19 Nov, 10:30 (America/Los_Angeles)" in status
+    with sessions() as session:
+        request = session.scalars(select(CallbackRequest)).one()
+        assert request.status == "scheduled"
+        assert request.due_at == datetime(2026, 11, 19, 18, 30, tzinfo=UTC)
+        assert request.slot_start == request.due_at
 
 
 def test_a_double_click_stores_one_request(

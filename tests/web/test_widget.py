@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -240,3 +242,29 @@ def test_widget_texts_come_in_the_business_language(
     missing = client.get("/widget/nobody.json")
     assert missing.status_code == 404
     assert missing.json["error"]["code"] == "unknown_subscriber"  # type: ignore[index]
+
+
+def test_widget_texts_include_the_choice_of_time(
+    client: FlaskClient, acme: Subscriber, sessions: sessionmaker[Session]
+) -> None:
+    text = client.get("/widget/acme.json").json["text"]  # type: ignore[index]
+    assert text["when"] == "When should we call you?"
+    assert text["asap"] == "As soon as possible"
+    assert text["full"] == "(full)"
+    # Placeholders the widget fills in from the slot listing.
+    assert text["zoneHint"] == "Times are in the time zone of {name}: {zone}."
+    assert text["closedNote"] == "We are closed now: we will call you when we open, {time}."
+    assert text["closedRefuse"] == (
+        "We are closed now and open again {time}. Please choose a time."
+    )
+    assert text["notTaking"] == "We are not taking call-backs at the moment."
+    # Every text has an English default in the script, used when the texts do not come.
+    script = client.get("/widget.js").get_data(as_text=True)
+    for name, english in text.items():
+        assert f"{name}: {json.dumps(english)}" in script, name
+    with sessions() as session:
+        session.get_one(Subscriber, acme.id).language = "de"
+        session.commit()
+    german = client.get("/widget/acme.json").json["text"]  # type: ignore[index]
+    assert german["when"] == "Wann sollen wir Sie anrufen?"
+    assert german["asap"] == "So bald wie möglich"

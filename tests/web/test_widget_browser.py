@@ -8,16 +8,21 @@ cross-origin only when the business's origin is allowed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from playwright.sync_api import Locator, Request, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver.models import CallbackRequest, Subscriber
+from cbserver.hours import WEEKDAYS
+from cbserver.models import CallbackRequest, OutsideHours, Subscriber
 from tests.browser import Browser, live_server
+from tests.web.conftest import CLOCK_START
 
 pytestmark = [pytest.mark.browser]
 
@@ -102,6 +107,14 @@ def shadow(browser: Browser, expression: str) -> object:
         f"() => {{ const root = document.querySelector('cbserver-callback').shadowRoot; "
         f"return {expression}; }}"
     )
+
+
+def slot_at(client: FlaskClient, at: datetime) -> dict[str, Any]:
+    """The listed slot that starts at ``at``, as the API lists it for acme."""
+    listing = client.get("/api/v1/subscribers/acme/slots").json
+    assert listing is not None
+    [slot] = [s for s in listing["slots"] if datetime.fromisoformat(s["start"]) == at]
+    return slot  # type: ignore[no-any-return]
 
 
 def widget_dialog(browser: Browser) -> Locator:
@@ -286,3 +299,203 @@ def test_a_german_business_widget_speaks_german(
     expect(dialog.get_by_label("Ihre Telefonnummer")).to_be_visible()
     dialog.get_by_role("button", name="Senden").click()
     expect(dialog.get_by_text("Bitte geben Sie Ihre Telefonnummer ein.")).to_be_visible()
+
+
+# The app's clock stands at Wednesday 18 November 2026, 09:00 in Los Angeles: three hours on,
+# the 12:00 slot lies well inside the booking window, whatever the wall clock says.
+LATER = CLOCK_START + timedelta(hours=3)
+SLOT_TEXT = "Wed 18 Nov, 12:00 (America/Los_Angeles)"
+WHEN = "When should we call you?"
+
+
+def test_a_visitor_books_one_of_the_listed_slots(
+    browser: Browser,
+    shop: str,
+    client: FlaskClient,
+    acme: Subscriber,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:
+    allow(sessions, "acme", shop)
+    slot = slot_at(client, LATER)
+    assert slot["start_text"] == SLOT_TEXT
+    open_widget(browser, shop + PAGE)
+    when = widget_dialog(browser).get_by_label(WHEN)
+    option = when.locator(f'option[value="{slot["start"]}"]')
+    expect(option).to_have_text("12:00 \u2013 12:15", timeout=WAIT_MS)
+    expect(option).to_be_enabled()
+    # "As soon as possible" first, and chosen until the visitor chooses otherwise.
+    assert when.input_value() == "asap"
+    expect(when.locator("option").first).to_have_text("As soon as possible")
+    # Then a group per day of the booking window, in the business's time zone.
+    days = shadow(browser, "[...root.querySelectorAll('#cb-when optgroup')].map(g => g.label)")
+    assert days == [
+        "Wed 18 Nov",
+        "Thu 19 Nov",
+        "Fri 20 Nov",
+        "Sat 21 Nov",
+        "Sun 22 Nov",
+        "Mon 23 Nov",
+        "Tue 24 Nov",
+    ]
+    assert option.evaluate("o => o.parentElement.label") == "Wed 18 Nov"
+    first = shadow(browser, "root.querySelector('#cb-when optgroup option').textContent")
+    assert first == "09:00 \u2013 09:15", "the slot under way is offered; the ended one is not"
+    hint = widget_dialog(browser).locator("#cb-when-hint")
+    expect(hint).to_have_text("Times are in the time zone of Acme Plumbing: America/Los_Angeles.")
+    expect(widget_dialog(browser).locator("#cb-when-note")).to_be_hidden()
+    assert when.get_attribute("aria-describedby") == "cb-when-hint"
+
+    browser.fill("Your phone number", "(201) 555-0123")
+    when.select_option(slot["start"])
+    browser.screenshot(tmp_path / "widget-slot.png", full_page=False)
+    browser.click("Send")
+    expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    [request] = stored(sessions)
+    assert request.status == "scheduled"
+    assert request.slot_start == LATER
+    assert request.due_at == LATER
+    assert not browser.page_errors
+
+
+def test_a_slot_taken_meanwhile_is_explained_next_to_the_choice(
+    browser: Browser,
+    shop: str,
+    client: FlaskClient,
+    acme: Subscriber,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:
+    allow(sessions, "acme", shop)
+    with sessions() as session:
+        session.get_one(Subscriber, acme.id).slot_capacity = 1
+        session.commit()
+    slot = slot_at(client, LATER)
+    open_widget(browser, shop + PAGE)
+    when = widget_dialog(browser).get_by_label(WHEN)
+    option = when.locator(f'option[value="{slot["start"]}"]')
+    expect(option).to_be_enabled(timeout=WAIT_MS)
+    # Someone else takes the slot's only place while the visitor types.
+    other = client.post(
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": "+1 201 555 0199", "when": slot["start"]},
+    )
+    assert other.status_code == 201
+    browser.fill("Your phone number", "(201) 555-0123")
+    when.select_option(slot["start"])
+    browser.click("Send")
+
+    error = widget_dialog(browser).locator("#cb-when-error")
+    expect(error).to_have_text(
+        "That time is fully booked. The next free times are: "
+        "Wed 18 Nov, 12:15 (America/Los_Angeles); Wed 18 Nov, 12:30 (America/Los_Angeles); "
+        "Wed 18 Nov, 12:45 (America/Los_Angeles).",
+        timeout=WAIT_MS,
+    )
+    assert error.get_attribute("role") == "alert"
+    assert when.get_attribute("aria-invalid") == "true"
+    assert when.get_attribute("aria-describedby") == "cb-when-hint cb-when-error"
+    assert shadow(browser, "root.activeElement.id") == "cb-when"
+    # The list was fetched again: the slot shows as full and cannot be chosen.
+    expect(option).to_have_text("12:00 \u2013 12:15 (full)", timeout=WAIT_MS)
+    expect(option).to_be_disabled()
+    assert when.input_value() == "asap"
+    assert shadow(browser, "root.getElementById('cb-phone').value") == "(201) 555-0123"
+    assert len(stored(sessions)) == 1, "only the other visitor's request"
+    browser.screenshot(tmp_path / "widget-slot-full.png", full_page=False)
+
+    # One of the times the message names goes through; the error is gone.
+    next_free = slot_at(client, LATER + timedelta(minutes=15))
+    when.select_option(next_free["start"])
+    browser.click("Send")
+    expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    mine = [r for r in stored(sessions) if r.visitor_phone == "+12015550123"]
+    assert [r.slot_start for r in mine] == [LATER + timedelta(minutes=15)]
+    assert not browser.page_errors
+
+
+@pytest.mark.parametrize(
+    ("outside_hours", "note", "chosen"),
+    [
+        (
+            OutsideHours.SCHEDULE,
+            "We are closed now: we will call you when we open, "
+            "Wed 18 Nov, 13:00 (America/Los_Angeles).",
+            "asap",
+        ),
+        (
+            OutsideHours.REFUSE,
+            "We are closed now and open again Wed 18 Nov, 13:00 (America/Los_Angeles). "
+            "Please choose a time.",
+            # "As soon as possible" would be refused: the first free slot is chosen instead.
+            "2026-11-18T21:00:00+00:00",
+        ),
+    ],
+)
+def test_a_closed_business_says_when_it_calls(
+    browser: Browser,
+    shop: str,
+    acme: Subscriber,
+    sessions: sessionmaker[Session],
+    outside_hours: OutsideHours,
+    note: str,
+    chosen: str,
+) -> None:
+    allow(sessions, "acme", shop)
+    with sessions() as session:
+        subscriber = session.get_one(Subscriber, acme.id)
+        # Afternoons only: at 09:00 it is closed until 13:00.
+        subscriber.hours = {"weekly": {day: ["13:00-17:00"] for day in WEEKDAYS}}
+        subscriber.outside_hours = outside_hours.value
+        session.commit()
+    open_widget(browser, shop + PAGE)
+    closed = widget_dialog(browser).locator("#cb-when-note")
+    expect(closed).to_have_text(note, timeout=WAIT_MS)
+    when = widget_dialog(browser).get_by_label(WHEN)
+    assert when.get_attribute("aria-describedby") == "cb-when-note cb-when-hint"
+    assert when.input_value() == chosen
+    asap_disabled = when.locator("option[value=asap]").is_disabled()
+    assert asap_disabled is (outside_hours == OutsideHours.REFUSE)
+
+    browser.fill("Your phone number", "(201) 555-0123")
+    browser.click("Send")
+    expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    [request] = stored(sessions)
+    assert request.status == "scheduled"
+    assert request.due_at == datetime.fromisoformat("2026-11-18T21:00:00+00:00")
+    assert not browser.page_errors
+
+
+def test_without_the_slot_list_the_widget_still_calls_as_soon_as_possible(
+    browser: Browser, shop: str, acme: Subscriber, sessions: sessionmaker[Session]
+) -> None:
+    allow(sessions, "acme", shop)
+    open_widget(browser, shop + PAGE)
+    when = widget_dialog(browser).get_by_label(WHEN)
+    expect(when.locator("optgroup").first).to_be_attached(timeout=WAIT_MS)
+    browser.click("Close")
+    # The slot list cannot be had any more: opened again, only "as soon as possible" is left.
+    failed: list[Request] = []
+    browser.page.on("requestfailed", lambda r: failed.append(r))
+    browser.page.route("**/api/v1/subscribers/acme/slots", lambda route: route.abort())
+    browser.click("Call me back")
+    expect(when.locator("option")).to_have_count(1, timeout=WAIT_MS)
+    assert when.input_value() == "asap"
+    expect(widget_dialog(browser).locator("#cb-when-hint")).to_be_hidden()
+    assert when.get_attribute("aria-describedby") is None
+    assert [r.url.rsplit("/", 1)[-1] for r in failed] == ["slots"]
+
+    browser.fill("Your phone number", "(201) 555-0123")
+    browser.click("Send")
+    expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    [request] = stored(sessions)
+    assert (request.status, request.slot_start) == ("queued", None)
+    assert not browser.page_errors
