@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-e2e lint format translations bench deps system-deps asterisk clean
+.PHONY: run test test-unit test-e2e lint format translations bench bench-scheduler deps system-deps asterisk clean
 
 run: deps asterisk
 	$(BIN)/cbserver run --demo
@@ -23,6 +23,10 @@ test-e2e: deps asterisk
 # Benchmarks print figures; they are not tests and never fail a build on timing.
 bench: deps asterisk
 	$(BIN)/python -m bench.dispatch_latency --count 100 --rate 20
+
+# An hour: 100,000 booked requests. BENCH_DATABASE_URL=postgresql+psycopg://… to use PostgreSQL.
+bench-scheduler: deps
+	$(BIN)/python -m bench.scheduler $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 
 lint: deps
 	$(BIN)/ruff check cbserver tests bench

@@ -1,7 +1,7 @@
 """Scheduled call-backs at scale: are N booked requests dialled on time, and in how much memory?
 
 Stores N requests (default 100,000) due at times spread evenly over the next M minutes
-(default 10) in a fresh PostgreSQL schema (or SQLite), then runs the real worker loop in a
+(default 60) in a fresh PostgreSQL schema (or SQLite), then runs the real worker loop in a
 process of its own: promotion of due requests, claims, APScheduler's timed wake-ups and
 housekeeping. A dry-run dialler stands in for Asterisk: it records the moment it would dial
 and ends the calls at once (see DryRunWorker). Prints
@@ -155,7 +155,7 @@ def serve(database_url: str, expected: int, out: str, verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="booked requests")
-    parser.add_argument("--minutes", type=float, default=10.0, help="spread over this long")
+    parser.add_argument("--minutes", type=float, default=60.0, help="spread over this long")
     parser.add_argument(
         "--database-url",
         default="",

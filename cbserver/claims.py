@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from cbserver.models import (
@@ -21,11 +21,10 @@ from cbserver.models import (
     CallAttempt,
     CallbackRequest,
     CallOrder,
-    RequestEvent,
     RequestStatus,
     UtcDateTime,
 )
-from cbserver.states import StaleRequest, transition
+from cbserver.states import StaleRequest, transition, transition_all
 
 log = logging.getLogger("cbserver.claims")
 LEASE = timedelta(minutes=2)
@@ -73,36 +72,20 @@ PROMOTIONS = (
 
 
 def promote_due(session: Session, now: datetime) -> int:
-    """Retries and booked slots whose time has come go back in the queue; how many. Committed.
-
-    One UPDATE per kind, whatever their number: each row moves once even when workers race,
-    since the UPDATE itself checks the status and reports the rows it moved.
-    """
-    moved = 0
-    for status, reason in PROMOTIONS:
-        ids = session.scalars(
-            update(CallbackRequest)
-            .where(CallbackRequest.status == status, CallbackRequest.due_at <= now)
-            .values(status=RequestStatus.QUEUED.value, updated_at=now)
-            .returning(CallbackRequest.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-        if ids:
-            session.execute(
-                insert(RequestEvent),
-                [
-                    {
-                        "request_id": request_id,
-                        "at": now,
-                        "from_status": status.value,
-                        "to_status": RequestStatus.QUEUED.value,
-                        "reason": reason,
-                    }
-                    for request_id in ids
-                ],
+    """Retries and booked slots whose time has come go back in the queue; how many. Committed."""
+    moved = sum(
+        len(
+            transition_all(
+                session,
+                status,
+                RequestStatus.QUEUED,
+                reason,
+                CallbackRequest.due_at <= now,
+                now=now,
             )
-            log.info("%d request(s) %s -> queued (%s)", len(ids), status.value, reason)
-        moved += len(ids)
+        )
+        for status, reason in PROMOTIONS
+    )
     session.commit()
     if moved:
         # Rows moved behind the session's back: nothing it holds may be trusted as loaded.

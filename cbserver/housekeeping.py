@@ -10,65 +10,44 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, union_all, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.orm import Session
 
 from cbserver.callflow import retry_or_give_up
 from cbserver.claims import IN_CALL, LEASE
 from cbserver.models import (
     CallbackRequest,
-    RequestEvent,
     RequestStatus,
     SlotBooking,
     Subscriber,
     UtcDateTime,
 )
 from cbserver.scheduling import hours_of, local_text
-from cbserver.states import TERMINAL, StaleRequest, transition
+from cbserver.states import TERMINAL, StaleRequest, transition, transition_all
 
 log = logging.getLogger("cbserver.housekeeping")
 WAITING_TO_BE_CALLED = (RequestStatus.SCHEDULED, RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
-
-
-def _log_events(
-    session: Session, rows: list[tuple[str, str]], to: RequestStatus, reason: str, now: datetime
-) -> None:
-    """One event per (request id, from status)."""
-    if rows:
-        session.execute(
-            insert(RequestEvent),
-            [
-                {
-                    "request_id": request_id,
-                    "at": now,
-                    "from_status": from_status,
-                    "to_status": to.value,
-                    "reason": reason,
-                }
-                for request_id, from_status in rows
-            ],
-        )
 
 
 def expire_overdue(session: Session, now: datetime) -> int:
     """Requests still waiting at their deadline expire, giving back unused slot places."""
     moved = 0
     for status in WAITING_TO_BE_CALLED:
-        rows = session.execute(
-            update(CallbackRequest)
-            .where(CallbackRequest.status == status, CallbackRequest.deadline_at <= now)
-            .values(status=RequestStatus.EXPIRED.value, updated_at=now)
-            .returning(
-                CallbackRequest.id,
+        rows = transition_all(
+            session,
+            status,
+            RequestStatus.EXPIRED,
+            "not called before its deadline",
+            CallbackRequest.deadline_at <= now,
+            now=now,
+            returning=(
                 CallbackRequest.subscriber_id,
                 CallbackRequest.slot_start,
                 CallbackRequest.attempt_count,
-            )
-            .execution_options(synchronize_session=False)
-        ).all()
-        expired = [(row[0], status.value) for row in rows]
-        _log_events(session, expired, RequestStatus.EXPIRED, "not called before its deadline", now)
-        for _id, subscriber_id, slot_start, attempts in rows:
+            ),
+        )
+        for row in rows:
+            subscriber_id, slot_start, attempts = row[1], row[2], row[3]
             if slot_start is not None and attempts == 0:
                 session.execute(
                     update(SlotBooking)
@@ -81,8 +60,6 @@ def expire_overdue(session: Session, now: datetime) -> int:
                 )
         moved += len(rows)
     session.commit()
-    if moved:
-        log.info("%d request(s) expired: not called before their deadline", moved)
     return moved
 
 
@@ -96,32 +73,19 @@ def close_doors(session: Session, now: datetime) -> int:
         opening = hours.next_opening(now)
         if opening is None:
             continue
-        reason = (
-            f"closed now; waiting for the next opening, {local_text(opening, subscriber.time_zone)}"
-        )
-        ids = list(
-            session.scalars(
-                update(CallbackRequest)
-                .where(
-                    CallbackRequest.subscriber_id == subscriber.id,
-                    CallbackRequest.status == RequestStatus.QUEUED,
-                )
-                .values(status=RequestStatus.SCHEDULED.value, due_at=opening, updated_at=now)
-                .returning(CallbackRequest.id)
-                .execution_options(synchronize_session=False)
+        opens = local_text(opening, subscriber.time_zone)
+        moved += len(
+            transition_all(
+                session,
+                RequestStatus.QUEUED,
+                RequestStatus.SCHEDULED,
+                f"closed now; waiting for the next opening, {opens}",
+                CallbackRequest.subscriber_id == subscriber.id,
+                now=now,
+                due_at=opening,
             )
         )
-        _log_events(
-            session,
-            [(i, RequestStatus.QUEUED.value) for i in ids],
-            RequestStatus.SCHEDULED,
-            reason,
-            now,
-        )
-        moved += len(ids)
     session.commit()
-    if moved:
-        log.info("%d waiting request(s) moved to their business's next opening", moved)
     return moved
 
 

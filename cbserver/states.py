@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, insert, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cbserver.models import CallbackRequest, RequestEvent, RequestStatus, utcnow
@@ -103,6 +104,50 @@ def transition(
         reason,
         extra={"request_id": request.id, "from": current, "to": target.value},
     )
+
+
+def transition_all(
+    session: Session,
+    current: RequestStatus,
+    target: RequestStatus,
+    reason: str,
+    *conditions: ColumnElement[bool],
+    now: datetime,
+    returning: tuple[InstrumentedAttribute[Any], ...] = (),
+    **changes: object,
+) -> list[Row[tuple[Any, ...]]]:
+    """Move every request in ``current`` that meets ``conditions`` to ``target`` in one
+    UPDATE, each with its event; not committed. The rows moved: the id, then ``returning``.
+
+    However many there are, each moves once even when processes race: the UPDATE itself
+    checks the status, and reports only the rows it changed."""
+    if not can_transition(current, target):
+        raise IllegalTransition("(many)", current.value, target.value)
+    rows = list(
+        session.execute(
+            update(CallbackRequest)
+            .where(CallbackRequest.status == current, *conditions)
+            .values(status=target.value, updated_at=now, **changes)
+            .returning(CallbackRequest.id, *returning)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if rows:
+        session.execute(
+            insert(RequestEvent),
+            [
+                {
+                    "request_id": row[0],
+                    "at": now,
+                    "from_status": current.value,
+                    "to_status": target.value,
+                    "reason": reason,
+                }
+                for row in rows
+            ],
+        )
+        log.info("%d request(s) %s -> %s (%s)", len(rows), current.value, target.value, reason)
+    return rows
 
 
 def record_creation(session: Session, request: CallbackRequest, reason: str) -> None:
