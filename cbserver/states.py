@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, insert, update
+from sqlalchemy import ColumnElement, insert, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -115,7 +115,7 @@ def transition_all(
     now: datetime,
     returning: tuple[InstrumentedAttribute[Any], ...] = (),
     **changes: object,
-) -> list[Row[tuple[Any, ...]]]:
+) -> list[tuple[Any, ...]]:
     """Move every request in ``current`` that meets ``conditions`` to ``target`` in one
     UPDATE, each with its event; not committed. The rows moved: the id, then ``returning``.
 
@@ -123,15 +123,16 @@ def transition_all(
     checks the status, and reports only the rows it changed."""
     if not can_transition(current, target):
         raise IllegalTransition("(many)", current.value, target.value)
-    rows = list(
-        session.execute(
+    rows = [
+        tuple(row)
+        for row in session.execute(
             update(CallbackRequest)
             .where(CallbackRequest.status == current, *conditions)
             .values(status=target.value, updated_at=now, **changes)
             .returning(CallbackRequest.id, *returning)
             .execution_options(synchronize_session=False)
         )
-    )
+    ]
     if rows:
         session.execute(
             insert(RequestEvent),
