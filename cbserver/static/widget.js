@@ -236,9 +236,10 @@
     ].concat(fields, [submit]));
     var link = el("a", { target: "_blank", rel: "noopener", text: TEXT.follow });
     var thanks = el("p", { tabindex: "-1", text: TEXT.thanks });
+    var whenDone = el("p", { "class": "when-done", hidden: "" });
     var again = el("button", { type: "button", "class": "again", text: TEXT.close });
     var done = el("div", { "class": "done", hidden: "" }, [
-      thanks, el("p", {}, [link]), again
+      thanks, whenDone, el("p", {}, [link]), again
     ]);
     var dialog = el("dialog", { "aria-labelledby": "cb-title" }, [
       el("div", { "class": "head" }, [el("h2", { id: "cb-title", text: TEXT.title }), closeButton]),
@@ -361,7 +362,9 @@
       form.setAttribute("aria-busy", on ? "true" : "false");
     }
 
-    function showDone(statusUrl) {
+    function showDone(statusUrl, when) {
+      whenDone.textContent = typeof when === "string" ? when : "";
+      whenDone.hidden = !whenDone.textContent;
       var url = null;
       try { url = new URL(statusUrl, endpoint); } catch (e) { /* no link then */ }
       if (url && (url.protocol === "https:" || url.protocol === "http:")) {
@@ -426,7 +429,7 @@
       }).then(function (response) {
         return response.json().catch(function () { return null; }).then(function (answer) {
           if (response.ok && answer && typeof answer.status_url === "string") {
-            showDone(answer.status_url);
+            showDone(answer.status_url, answer.when_text);
           } else if (answer && answer.error && typeof answer.error.message === "string") {
             showError(answer.error.message, answer.error.field);
             // Taken meanwhile, or no longer possible: the message says so, the list shows it.

@@ -15,7 +15,7 @@ from cbserver.i18n import _, use_language
 from cbserver.intake import Submission
 from cbserver.models import Subscriber
 from cbserver.views import widget
-from cbserver.views.present import present, slot_listing, status_url
+from cbserver.views.present import present, slot_listing, status_url, when_text
 from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -117,6 +117,8 @@ def create_callback() -> tuple[Response, int]:
         "status": callback.status,
         "token": callback.visitor_token,
         "status_url": status_url(callback),
+        "due_at": callback.due_at.isoformat(),
+        "when_text": when_text(callback),
     }
     return jsonify(body), status
 

@@ -97,6 +97,12 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": STATUSES},
             "token": {"type": "string", "description": "the visitor's secret for this request"},
             "status_url": {"type": "string", "format": "uri"},
+            "due_at": {"type": "string", "format": "date-time"},
+            "when_text": {
+                "type": "string",
+                "description": "when the visitor will be called, in the business's language "
+                "and local time",
+            },
         },
     },
     "Callback": {

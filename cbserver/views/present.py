@@ -42,6 +42,19 @@ def phone_display(e164: str) -> str:
     )
 
 
+def when_text(request: CallbackRequest) -> str:
+    """When the visitor will be called, in a sentence: what a new request's answer says."""
+    zone = request.subscriber.time_zone
+    if request.status == RequestStatus.QUEUED:
+        return _("We will call you as soon as someone is free.")
+    if request.status != RequestStatus.SCHEDULED:
+        return str(STATUS_TEXT[RequestStatus(request.status)])
+    due = local_text(request.due_at, zone)
+    if request.slot_start is not None:
+        return _("Booked: we will call you at %(time)s.", time=due)
+    return _("We are closed now: we will call you when we open, %(time)s.", time=due)
+
+
 def status_url(request: CallbackRequest) -> str:
     return url_for(
         "status.page", request_id=request.id, token=request.visitor_token, _external=True

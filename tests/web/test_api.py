@@ -33,8 +33,9 @@ def test_a_request_is_created_and_its_status_url_shows_it(client: FlaskClient) -
     assert created.status_code == 201
     body = created.json
     assert body is not None
-    assert set(body) == {"id", "status", "token", "status_url"}
+    assert set(body) == {"id", "status", "token", "status_url", "due_at", "when_text"}
     assert body["status"] == "queued"
+    assert body["when_text"] == "We will call you as soon as someone is free."
     assert body["status_url"].endswith(f"/s/{body['id']}?token={body['token']}")
 
     shown = client.get(

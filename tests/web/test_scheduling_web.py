@@ -247,6 +247,9 @@ def test_asap_while_closed_is_scheduled_for_the_next_opening(
     clock.set(at("2026-11-18 18:30"))
     answer = created(ask(client))
     assert answer["status"] == "scheduled"
+    assert answer["when_text"] == (
+        "We are closed now: we will call you when we open, Thu 19 Nov, 09:00 (America/Los_Angeles)."
+    )
     callback = shown(client, answer)
     assert callback["status_text"] == "Booked: we will call you at the time shown."
     assert callback["due_at"] == iso("2026-11-19 09:00")

@@ -353,6 +353,9 @@ def test_a_visitor_books_one_of_the_listed_slots(
     expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
         timeout=WAIT_MS
     )
+    expect(widget_dialog(browser).locator(".when-done")).to_have_text(
+        f"Booked: we will call you at {SLOT_TEXT}."
+    )
     [request] = stored(sessions)
     assert request.status == "scheduled"
     assert request.slot_start == LATER
