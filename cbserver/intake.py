@@ -348,8 +348,14 @@ def reschedule(
         )
     subscriber = request.subscriber
     planned = plan(subscriber, when, now)
-    scheduling.hold_place(session, subscriber, planned, now)
-    scheduling.give_back_place(session, request)
+    same_place = (
+        planned.slot is not None
+        and planned.slot.start == request.slot_start
+        and request.attempt_count == 0
+    )
+    if not same_place:
+        scheduling.hold_place(session, subscriber, planned, now)
+        scheduling.give_back_place(session, request)
     try:
         transition(
             session,

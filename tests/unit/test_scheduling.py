@@ -230,6 +230,19 @@ def test_a_waiting_request_moves_to_another_slot(session: Session, shop: Subscri
     assert booked(session, shop, later_slot) == 0
 
 
+def test_moving_to_the_slot_already_held_keeps_the_place(
+    session: Session, shop: Subscriber
+) -> None:
+    shop.slot_capacity = 1
+    session.commit()
+    slot = datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
+    request = ask(session, when=slot.isoformat())
+    later = (slot + timedelta(minutes=5)).isoformat()  # the same 15-minute slot
+    intake.reschedule(session, request, later, "moved by the visitor", now=FRIDAY_NOON)
+    assert (request.status, request.slot_start) == (RequestStatus.SCHEDULED, slot)
+    assert booked(session, shop, slot) == 1
+
+
 @pytest.mark.usefixtures("shop")
 def test_a_request_under_way_cannot_be_moved(session: Session) -> None:
     request = ask(session)
