@@ -138,7 +138,12 @@ class Worker:
                 promote_due(session, now)
                 self._next_due = housekeeping.next_due(session)
                 self._next_promotion = time.monotonic() + self.poll_seconds
-            return claim_next(session, self.name, now)
+            claim = claim_next(session, self.name, now)
+            if claim is None:
+                # About to rest: learn of anything booked meanwhile, so the timer wakes us
+                # at its time (a new booking's wake-up lands here).
+                self._next_due = housekeeping.next_due(session)
+            return claim
 
     # --- the scheduler: timed wake-ups and housekeeping (the database stays the record) -------
 
