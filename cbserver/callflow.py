@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,14 +24,15 @@ from cbserver.ari import (
     Event,
     StasisStart,
 )
-from cbserver.claims import Claim, channel_id
+from cbserver.claims import IN_CALL, Claim, channel_id
+from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
 from cbserver.db import DatabaseThread
-from cbserver.models import CallAttempt, CallbackRequest, RequestStatus, utcnow
+from cbserver.models import CallAttempt, CallbackRequest, RequestStatus
 from cbserver.numbers import trunk_endpoint
 from cbserver.retries import GiveUp, RetryPolicy, plan_retry
 from cbserver.scheduling import hours_of, local_text
-from cbserver.states import transition
+from cbserver.states import IllegalTransition, StaleRequest, transition
 
 log = logging.getLogger("cbserver.callflow")
 
@@ -55,6 +56,8 @@ class CallSettings:
     # Visitor first: what the visitor hears on answering, and when no agent can take the call.
     visitor_greeting: tuple[str, ...] = ("sound:one-moment-please",)
     no_agent: tuple[str, ...] = ("sound:sorry", "sound:tt-allbusy")
+    # The worker's clock: attempts' times, retries and deadlines are reckoned on it.
+    clock: Clock = field(default_factory=SystemClock)
 
 
 def call_settings(settings: Settings) -> CallSettings:
@@ -88,16 +91,30 @@ def retry_or_give_up(
         request.deadline_at,
         chance,
     )
-    released = {"claimed_by": None, "lease_until": None}
     if isinstance(decision, GiveUp):
         target = RequestStatus.EXPIRED if decision.expired else RequestStatus.FAILED
-        transition(session, request, target, decision.reason, now=now, **released)
+        transition(
+            session,
+            request,
+            target,
+            decision.reason,
+            now=now,
+            claimed_by=None,
+            lease_until=None,
+        )
         return
     reason = f"attempt {request.attempt_count} {outcome}; trying again later"
     if decision.moved:
         reason += f", when we open: {local_text(decision.at, subscriber.time_zone)}"
     transition(
-        session, request, RequestStatus.RETRY_WAIT, reason, now=now, due_at=decision.at, **released
+        session,
+        request,
+        RequestStatus.RETRY_WAIT,
+        reason,
+        now=now,
+        due_at=decision.at,
+        claimed_by=None,
+        lease_until=None,
     )
 
 
@@ -178,29 +195,43 @@ class AgentFirstCall:
 
     def _close(self, cause: int, cause_text: str, outcome: str | None = None) -> None:
         """Complete the request, or record a failed attempt and retry, give up or expire."""
-        now = utcnow()
+        now = self.settings.clock.now()
         with self.sessions() as session:
             request = session.get_one(CallbackRequest, self.request_id)
+            connected = request.status == RequestStatus.CONNECTED
+            if connected:
+                ended = "answered"
+            else:
+                ended = outcome or OUTCOMES.get(cause, "failed")
+                if ended == "answered":
+                    # Normal clearing before the bridge: the agent (or visitor) hung up early.
+                    ended = "failed" if self.accepted else "rejected"
+            ours = request.attempt_count == self.claim.attempt_number and (
+                request.status in IN_CALL
+            )
+            try:
+                if ours and connected:
+                    transition(
+                        session,
+                        request,
+                        RequestStatus.COMPLETED,
+                        "the call ended",
+                        now=now,
+                        claimed_by=None,
+                        lease_until=None,
+                    )
+                elif ours:
+                    retry_or_give_up(session, request, ended, now)
+            except (StaleRequest, IllegalTransition) as exc:
+                log.warning("request %s: changed meanwhile: %s", self.request_id, exc)
+                session.rollback()
+            # Whoever moves the request now (its claim released and taken up again, or
+            # canceled), this attempt's own record ends here.
             attempt = session.get_one(CallAttempt, self.attempt_id)
             attempt.ended_at = now
             attempt.hangup_cause = cause
             attempt.hangup_cause_text = cause_text
-            if request.status == RequestStatus.CONNECTED:
-                attempt.outcome = "answered"
-                transition(
-                    session,
-                    request,
-                    RequestStatus.COMPLETED,
-                    "the call ended",
-                    claimed_by=None,
-                    lease_until=None,
-                )
-            else:
-                attempt.outcome = outcome or OUTCOMES.get(cause, "failed")
-                if attempt.outcome == "answered":
-                    # Normal clearing before the bridge: the agent (or visitor) hung up early.
-                    attempt.outcome = "failed" if self.accepted else "rejected"
-                retry_or_give_up(session, request, attempt.outcome, now)
+            attempt.outcome = ended
             session.commit()
 
     # --- the call ---------------------------------------------------------------------------
@@ -257,7 +288,7 @@ class AgentFirstCall:
                 await self._hung_up(channel.id, cause, text)
 
     async def _agent_answered(self) -> None:
-        answered_at = utcnow()
+        answered_at = self.settings.clock.now()
         assert self.agent_channel is not None
         self.whisper_playback = f"{self.agent_channel}-whisper"
         await self.ari.play(

@@ -22,6 +22,7 @@ from cbserver.models import (
     CallbackRequest,
     CallOrder,
     RequestStatus,
+    Subscriber,
     UtcDateTime,
 )
 from cbserver.states import StaleRequest, transition, transition_all
@@ -123,12 +124,13 @@ def _has_a_free_agent() -> ColumnElement[bool]:
 
 
 # Built once: building this statement costs more CPU than running it (measured, bench/).
+_FREE_AGENT = _has_a_free_agent()
 _CANDIDATES = (
     select(CallbackRequest)
     .where(
         CallbackRequest.status == RequestStatus.QUEUED,
         CallbackRequest.due_at <= bindparam("now", type_=UtcDateTime()),
-        _has_a_free_agent(),
+        _FREE_AGENT,
     )
     .order_by(CallbackRequest.due_at, CallbackRequest.created_at, CallbackRequest.id)
     .limit(CANDIDATES)
@@ -136,6 +138,9 @@ _CANDIDATES = (
 )
 # Other workers skip the rows this one is looking at instead of queueing behind them.
 _CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=CallbackRequest)
+
+
+_LOCK_SUBSCRIBER = select(Subscriber.id).where(Subscriber.id == bindparam("id")).with_for_update()
 
 
 def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
@@ -149,6 +154,10 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
             continue
         # Read before writing: on SQLite the write lock is held from the first write on.
         agents = _active_agents(session, request.subscriber_id)
+        if postgresql:
+            # Claims for one business take turns, so each counts the others' calls: the
+            # free-agent check below then holds across workers, not only within one.
+            session.execute(_LOCK_SUBSCRIBER, {"id": request.subscriber_id})
         try:
             transition(
                 session,
@@ -156,9 +165,12 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
                 first_status(request),
                 f"taken by worker {worker_id}",
                 now=now,
+                only_if=_FREE_AGENT,
                 claimed_by=worker_id,
                 lease_until=now + LEASE,
                 attempt_count=request.attempt_count + 1,
+                # A booked slot's place is used from here on: it is never given back.
+                slot_start=None,
             )
         except StaleRequest:
             session.rollback()

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import case, func, select, union_all, update
 from sqlalchemy.orm import Session
 
 from cbserver.callflow import retry_or_give_up
@@ -18,11 +18,10 @@ from cbserver.claims import IN_CALL, LEASE
 from cbserver.models import (
     CallbackRequest,
     RequestStatus,
-    SlotBooking,
     Subscriber,
     UtcDateTime,
 )
-from cbserver.scheduling import hours_of, local_text
+from cbserver.scheduling import deadline_for, give_back_place, hours_of, local_text
 from cbserver.states import TERMINAL, StaleRequest, transition, transition_all
 
 log = logging.getLogger("cbserver.housekeeping")
@@ -40,24 +39,11 @@ def expire_overdue(session: Session, now: datetime) -> int:
             "not called before its deadline",
             CallbackRequest.deadline_at <= now,
             now=now,
-            returning=(
-                CallbackRequest.subscriber_id,
-                CallbackRequest.slot_start,
-                CallbackRequest.attempt_count,
-            ),
+            # Expired requests are over: their slot_start is not cleared, only its place freed.
+            returning=(CallbackRequest.subscriber_id, CallbackRequest.slot_start),
         )
         for row in rows:
-            subscriber_id, slot_start, attempts = row[1], row[2], row[3]
-            if slot_start is not None and attempts == 0:
-                session.execute(
-                    update(SlotBooking)
-                    .where(
-                        SlotBooking.subscriber_id == subscriber_id,
-                        SlotBooking.starts_at == slot_start,
-                        SlotBooking.booked > 0,
-                    )
-                    .values(booked=SlotBooking.booked - 1)
-                )
+            give_back_place(session, row[1], row[2])
         moved += len(rows)
     session.commit()
     return moved
@@ -74,6 +60,8 @@ def close_doors(session: Session, now: datetime) -> int:
         if opening is None:
             continue
         opens = local_text(opening, subscriber.time_zone)
+        # The deadline moves with the wait: a request carried over is not expired meanwhile.
+        deadline = deadline_for(subscriber, opening)
         moved += len(
             transition_all(
                 session,
@@ -83,6 +71,10 @@ def close_doors(session: Session, now: datetime) -> int:
                 CallbackRequest.subscriber_id == subscriber.id,
                 now=now,
                 due_at=opening,
+                deadline_at=case(
+                    (CallbackRequest.deadline_at < deadline, deadline),
+                    else_=CallbackRequest.deadline_at,
+                ),
             )
         )
     session.commit()

@@ -40,8 +40,6 @@ MAX_NAME = 100
 MAX_TOPIC = 500
 MAX_PAGE_URL = 2000
 MAX_IDEMPOTENCY_KEY = 100
-# A slot that started a moment ago (clock skew, a slow form) is still taken as asked.
-PAST_GRACE = timedelta(minutes=2)
 # Beyond any booking window a subscriber may set (see subscribers.BOOKING_DAYS).
 FAR_AHEAD = timedelta(days=366)
 ALLOWED_NUMBER_TYPES = frozenset(
@@ -184,8 +182,6 @@ def _requested_time(when: str | None, now: datetime) -> datetime | None:
             field="when",
             code="time_without_zone",
         )
-    if at < now - PAST_GRACE:
-        raise Invalid(_("That time has already passed."), field="when", code="time_past")
     if at > now + FAR_AHEAD:
         # Refused before any slot is looked for (the year 9999 has no slots to compute).
         raise Invalid(
@@ -201,7 +197,7 @@ def plan(subscriber: Subscriber, when: str | None, now: datetime) -> scheduling.
     requested = _requested_time(when, now)
     if requested is None:
         return scheduling.plan_asap(subscriber, now)
-    return scheduling.plan_slot(subscriber, max(requested, now), now)
+    return scheduling.plan_slot(subscriber, requested, now)
 
 
 def _check_idempotency_key(key: str | None) -> str | None:
@@ -315,12 +311,14 @@ def cancel(session: Session, request: CallbackRequest, reason: str) -> None:
             _("The call is under way; it ends when either side hangs up."),
             code="request_in_call",
         )
+    held = request.slot_start
     try:
-        transition(session, request, RequestStatus.CANCELED, reason)
+        # Anything changed since it was read (a claim uses the slot): look again, not guess.
+        transition(session, request, RequestStatus.CANCELED, reason, unless_changed=True)
     except StaleRequest as exc:
         session.rollback()
         raise _changed() from exc
-    scheduling.give_back_place(session, request)
+    scheduling.give_back_place(session, request.subscriber_id, held)
     session.commit()
 
 
@@ -348,21 +346,17 @@ def reschedule(
         )
     subscriber = request.subscriber
     planned = plan(subscriber, when, now)
-    same_place = (
-        planned.slot is not None
-        and planned.slot.start == request.slot_start
-        and request.attempt_count == 0
-    )
-    if not same_place:
-        scheduling.hold_place(session, subscriber, planned, now)
-        scheduling.give_back_place(session, request)
+    held = request.slot_start
     try:
+        # Two moves of one request at once (a double click, the visitor and an admin): the
+        # second finds it changed, so no place is taken or given back twice.
         transition(
             session,
             request,
             planned.status,
             f"{reason}: {planned.reason}",
             now=now,
+            unless_changed=True,
             due_at=planned.due_at,
             deadline_at=planned.deadline_at,
             slot_start=planned.slot.start if planned.slot else None,
@@ -371,6 +365,9 @@ def reschedule(
     except StaleRequest as exc:
         session.rollback()
         raise _changed() from exc
+    if planned.slot is None or planned.slot.start != held:
+        scheduling.hold_place(session, subscriber, planned, now)
+        scheduling.give_back_place(session, subscriber.id, held)
     session.commit()
 
 

@@ -29,6 +29,7 @@ from cbserver.models import (
     SlotBooking,
     Subscriber,
 )
+from cbserver.states import transition
 
 # Until real handling times are measured, a call-back is assumed to take this long.
 DEFAULT_HANDLING = timedelta(minutes=3)
@@ -156,17 +157,17 @@ def take_place(session: Session, subscriber: Subscriber, start: datetime, capaci
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
-def give_back_place(session: Session, request: CallbackRequest) -> None:
-    """The request no longer holds its slot's place (canceled, moved, expired). Not committed.
-
-    Only a request never tried holds one: once called, its slot was used."""
-    if request.slot_start is None or request.attempt_count > 0:
+def give_back_place(session: Session, subscriber_id: int, slot_start: datetime | None) -> None:
+    """A request no longer holds its place in the slot starting at ``slot_start`` (canceled,
+    moved, expired). Not committed. A request holds a place while its ``slot_start`` is set;
+    the claim clears it, as the slot is then used."""
+    if slot_start is None:
         return
     session.execute(
         update(SlotBooking)
         .where(
-            SlotBooking.subscriber_id == request.subscriber_id,
-            SlotBooking.starts_at == request.slot_start,
+            SlotBooking.subscriber_id == subscriber_id,
+            SlotBooking.starts_at == slot_start,
             SlotBooking.booked > 0,
         )
         .values(booked=SlotBooking.booked - 1)
@@ -216,14 +217,15 @@ def plan_slot(subscriber: Subscriber, at: datetime, now: datetime) -> Plan:
     """The slot ``at`` falls in: it must be inside opening hours and the booking window."""
     hours = hours_of(subscriber)
     slot = slot_containing(hours, at, timedelta(minutes=subscriber.slot_minutes))
+    # A slot under way may still be booked (the form offers it until it ends).
+    if (slot.end if slot is not None else at) <= now:
+        raise Invalid(_("That time has already passed."), field="when", code="time_past")
     if slot is None:
         raise Invalid(
             _("We do not call at that time. Please choose a time within our opening hours."),
             field="when",
             code="outside_hours",
         )
-    if slot.end <= now:
-        raise Invalid(_("That time has already passed."), field="when", code="time_past")
     last_day = hours.local_date(now) + timedelta(days=subscriber.booking_days - 1)
     if hours.local_date(slot.start) > last_day:
         raise Invalid(
@@ -280,3 +282,37 @@ def handling_time(session: Session, subscriber_id: int) -> timedelta:
     if not durations:
         return DEFAULT_HANDLING
     return sum(durations, timedelta()) / len(durations)
+
+
+def replan_waiting(session: Session, subscriber: Subscriber, now: datetime) -> int:
+    """After the hours changed: requests waiting for a time that is now closed wait for the
+    next opening instead (a booked slot's place is given back). Not committed."""
+    hours = hours_of(subscriber)
+    waiting = session.scalars(
+        select(CallbackRequest).where(
+            CallbackRequest.subscriber_id == subscriber.id,
+            CallbackRequest.status.in_((RequestStatus.SCHEDULED, *WAITING)),
+        )
+    ).all()
+    moved = 0
+    for request in waiting:
+        at = max(request.due_at, now)
+        opening = hours.next_opening(at)
+        if opening is None or opening == at:
+            continue
+        held = request.slot_start
+        deadline = deadline_for(subscriber, opening)
+        transition(
+            session,
+            request,
+            RequestStatus.SCHEDULED,
+            "the business changed its hours; moved to its next opening, "
+            + local_text(opening, subscriber.time_zone),
+            now=now,
+            due_at=opening,
+            deadline_at=max(deadline, request.deadline_at or deadline),
+            slot_start=None,
+        )
+        give_back_place(session, subscriber.id, held)
+        moved += 1
+    return moved

@@ -68,9 +68,15 @@ def transition(
     reason: str,
     *,
     now: datetime | None = None,
+    unless_changed: bool = False,
+    only_if: ColumnElement[bool] | None = None,
     **changes: object,
 ) -> None:
-    """Move ``request`` to ``target`` (with other column ``changes``) and log it; not committed."""
+    """Move ``request`` to ``target`` (with other column ``changes``) and log it; not committed.
+
+    ``unless_changed``: also refuse (StaleRequest) when anything of the request changed since
+    it was read, not only its status (a move within one status, like a booking moved again).
+    ``only_if``: a further condition the row must meet, checked by the UPDATE itself."""
     current = request.status
     if not can_transition(current, target):
         log.warning(
@@ -79,9 +85,14 @@ def transition(
         )
         raise IllegalTransition(request.id, current, target.value)
     at = now or utcnow()
+    conditions = [CallbackRequest.id == request.id, CallbackRequest.status == current]
+    if unless_changed:
+        conditions += _as_read(request)
+    if only_if is not None:
+        conditions.append(only_if)
     result = session.execute(
         update(CallbackRequest)
-        .where(CallbackRequest.id == request.id, CallbackRequest.status == current)
+        .where(*conditions)
         .values(status=target.value, updated_at=at, **changes)
         .execution_options(synchronize_session=False)
     )
@@ -104,6 +115,17 @@ def transition(
         reason,
         extra={"request_id": request.id, "from": current, "to": target.value},
     )
+
+
+def _as_read(request: CallbackRequest) -> list[ColumnElement[bool]]:
+    """The request's row still holds what was read (times alone can tie on a coarse clock)."""
+    slot = CallbackRequest.slot_start
+    return [
+        CallbackRequest.updated_at == request.updated_at,
+        CallbackRequest.due_at == request.due_at,
+        CallbackRequest.attempt_count == request.attempt_count,
+        slot.is_(None) if request.slot_start is None else slot == request.slot_start,
+    ]
 
 
 def transition_all(

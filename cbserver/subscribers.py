@@ -6,6 +6,7 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from cbserver.hours import HoursError, OpeningHours
-from cbserver.models import Agent, AgentAssignment, CallOrder, OutsideHours, Subscriber
+from cbserver.models import Agent, AgentAssignment, CallOrder, OutsideHours, Subscriber, utcnow
 from cbserver.retries import RetryRuleError, parse_rules
+from cbserver.scheduling import replan_waiting
 
 LANGUAGES = ("en", "de")
 CALL_ORDERS = tuple(order.value for order in CallOrder)
@@ -370,8 +372,11 @@ def schedule_of(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def set_schedule(session: Session, slug: str, changes: Mapping[str, Any]) -> Subscriber:
-    """Change some of the scheduling settings (validated first, all or none); committed."""
+def set_schedule(
+    session: Session, slug: str, changes: Mapping[str, Any], *, now: datetime | None = None
+) -> Subscriber:
+    """Change some of the scheduling settings (validated first, all or none); committed.
+    Requests waiting for a time the new hours close are moved to the next opening."""
     subscriber = get_subscriber(session, slug)
     unknown = sorted(set(changes) - set(SCHEDULE_FIELDS))
     if unknown:
@@ -410,5 +415,8 @@ def set_schedule(session: Session, slug: str, changes: Mapping[str, Any]) -> Sub
             raise SubscriberError("retry_rules", str(exc)) from exc
     for name, value in checked.items():
         setattr(subscriber, name, value)
+    if "hours" in checked:
+        session.flush()
+        replan_waiting(session, subscriber, now or utcnow())
     session.commit()
     return subscriber

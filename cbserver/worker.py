@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -76,11 +77,14 @@ class Worker:
         self.ari_config = ari_config
         self.sessions = sessions
         self.name = name or worker_id()
-        self.call_settings = call_settings or CallSettings(app=ari_config.app)
+        self.clock: Clock = clock or SystemClock()
+        # One clock for the whole worker: claims, housekeeping and the calls' bookkeeping.
+        self.call_settings = dataclasses.replace(
+            call_settings or CallSettings(app=ari_config.app), clock=self.clock
+        )
         self.drain_seconds = drain_seconds
         self.poll_seconds = poll_seconds
         self.wake_port = wake_port
-        self.clock: Clock = clock or SystemClock()
         self.retention = retention
         self.housekeeping_seconds = housekeeping_seconds
         self._wake = asyncio.Event()
@@ -147,7 +151,9 @@ class Worker:
 
     # --- the scheduler: timed wake-ups and housekeeping (the database stays the record) -------
 
-    def _start_scheduler(self, database: DatabaseThread) -> AsyncIOScheduler:
+    def _start_scheduler(
+        self, database: DatabaseThread, retention: DatabaseThread
+    ) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(),
             timezone=UTC,
@@ -160,7 +166,8 @@ class Worker:
             self._arm_next_due()
 
         async def erase_old() -> None:
-            await database.run(self._erase_old_visitor_data)
+            # A thread of its own: a long first erasure never delays the lease renewals.
+            await retention.run(self._erase_old_visitor_data)
 
         scheduler.add_job(
             tidy,
@@ -240,7 +247,8 @@ class Worker:
         claims = DatabaseThread("cbserver-claims")
         calls = DatabaseThread("cbserver-calls")
         chores = DatabaseThread("cbserver-housekeeping")
-        scheduler = self._start_scheduler(chores)
+        erasing = DatabaseThread("cbserver-retention")
+        scheduler = self._start_scheduler(chores, erasing)
         try:
             await self._serve_with(stop, claims, calls)
         finally:
@@ -249,6 +257,7 @@ class Worker:
             claims.close()
             calls.close()
             chores.close()
+            erasing.close()
 
     async def _serve_with(
         self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread

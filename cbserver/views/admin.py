@@ -31,7 +31,7 @@ from cbserver.models import (
     Subscriber,
 )
 from cbserver.views.present import present
-from cbserver.web import db_session, now
+from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 log = logging.getLogger("cbserver.admin")
@@ -367,7 +367,7 @@ def change_schedule(slug: str) -> Response:
     body = _json_object()
     _check_fields(body, subscribers_service.SCHEDULE_FIELDS, ())
     try:
-        subscribers_service.set_schedule(session, subscriber.slug, body)
+        subscribers_service.set_schedule(session, subscriber.slug, body, now=now())
     except subscribers_service.SubscriberError as exc:
         session.rollback()
         raise Invalid(str(exc), field=exc.field) from exc
@@ -602,6 +602,7 @@ def reschedule_request(request_id: str) -> Response:
     _check_fields(body, ("when",), ("when",))
     when = _text(body, "when")
     intake.reschedule(session, callback, when, "moved by an admin", now=now())
+    request_stored(True)
     _audit("moved request %s to %s", callback.id, when)
     session.expire(callback, ["events"])
     return jsonify(_request_detail(session, callback))

@@ -74,7 +74,8 @@ def present(session: Session, request: CallbackRequest) -> dict[str, Any]:
             "name": request.subscriber.display_name,
         },
         "phone": request.visitor_phone,
-        "phone_display": phone_display(request.visitor_phone),
+        # Erased after the retention period: nothing to show.
+        "phone_display": phone_display(request.visitor_phone) if request.visitor_phone else None,
         "name": request.visitor_name,
         "topic": request.topic,
         "requested_time": _iso(request.requested_time),

@@ -428,3 +428,157 @@ def test_fake_clock_moves_only_when_told() -> None:
     assert clock.advance(timedelta(seconds=5)) == FRIDAY_NOON + timedelta(seconds=5)
     with pytest.raises(ValueError, match="aware"):
         FakeClock(datetime(2026, 1, 1))
+
+
+# --- races and leftovers found in review -------------------------------------------------------
+
+MONDAY_9 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # Tuesday 09:00 Berlin: Monday is closed
+
+
+def test_two_workers_never_exceed_the_active_agents(
+    sessions: sessionmaker[Session], shop: Subscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cbserver import claims
+
+    with sessions() as setup:
+        ben = setup.scalars(select(AgentAssignment).where(AgentAssignment.priority >= 0)).all()[1]
+        setup.delete(ben)  # anna alone
+        setup.commit()
+        # Three: on PostgreSQL, A locks the first two it looks at, and B takes the third.
+        for n in range(3):
+            ask(setup, PHONES[n], at=FRIDAY_NOON + timedelta(seconds=n))
+    first_look = claims._active_agents
+    racing = {"done": False}
+
+    def another_worker_claims_meanwhile(session: Session, subscriber_id: int) -> claims.Agents:
+        if not racing["done"]:
+            racing["done"] = True
+            with sessions() as other:
+                assert claim_next(other, "B", FRIDAY_NOON + timedelta(seconds=2)) is not None
+        return first_look(session, subscriber_id)
+
+    monkeypatch.setattr(claims, "_active_agents", another_worker_claims_meanwhile)
+    with sessions() as worker_a:
+        assert claim_next(worker_a, "A", FRIDAY_NOON + timedelta(seconds=2)) is None, (
+            "anna is on B's call: A must not dial the second request"
+        )
+    with sessions() as check:
+        statuses = sorted(r.status for r in check.scalars(select(CallbackRequest)))
+    assert statuses == ["dialing_agent", "queued", "queued"]
+
+
+def test_a_booking_moved_twice_at_once_moves_once(
+    sessions: sessionmaker[Session], shop: Subscriber
+) -> None:
+    first, second, third = (MONDAY_9 + timedelta(minutes=15 * n) for n in range(3))
+    with sessions() as setup:
+        request_id = ask(setup, PHONES[0], when=first.isoformat()).id
+        ask(setup, PHONES[1], when=first.isoformat())
+    tab_one, tab_two = sessions(), sessions()
+    in_one = tab_one.get_one(CallbackRequest, request_id)
+    in_two = tab_two.get_one(CallbackRequest, request_id)
+    tab_one.commit()
+    tab_two.commit()
+    intake.reschedule(tab_one, in_one, second.isoformat(), "moved", now=FRIDAY_NOON)
+    with pytest.raises(Conflict) as refused:
+        intake.reschedule(tab_two, in_two, third.isoformat(), "moved", now=FRIDAY_NOON)
+    assert refused.value.code == "request_changed"
+    with sessions() as check:
+        assert [booked(check, shop, s) for s in (first, second, third)] == [1, 1, 0]
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_place_taken_after_a_failed_try_is_given_back_when_moved_or_canceled(
+    session: Session, shop: Subscriber
+) -> None:
+    request = ask(session)
+    failed_attempt(session, request, FRIDAY_NOON)
+    retry_or_give_up(session, request, "busy", FRIDAY_NOON, random.Random(1))
+    session.commit()
+    later = MONDAY_9 + timedelta(minutes=15)
+    for slot in (MONDAY_9, MONDAY_9, later):
+        intake.reschedule(session, request, slot.isoformat(), "moved", now=FRIDAY_NOON)
+    assert (booked(session, shop, MONDAY_9), booked(session, shop, later)) == (0, 1)
+    intake.cancel(session, request, "changed my mind")
+    assert booked(session, shop, later) == 0
+
+
+def test_a_slot_under_way_can_still_be_booked(session: Session, shop: Subscriber) -> None:
+    twenty_past_ten = datetime(2026, 11, 27, 9, 20, tzinfo=UTC)
+    [first, *_] = scheduling.bookable_slots(session, shop, twenty_past_ten)
+    assert first.start == datetime(2026, 11, 27, 9, 15, tzinfo=UTC)
+    request = ask(session, at=twenty_past_ten, when=first.start.isoformat())
+    assert (request.status, request.due_at) == (RequestStatus.QUEUED, twenty_past_ten)
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_request_carried_over_at_closing_time_keeps_time_to_be_called(
+    session: Session,
+) -> None:
+    request = ask(session, at=datetime(2026, 11, 27, 15, 55, tzinfo=UTC))  # Friday 16:55
+    housekeeping.close_doors(session, datetime(2026, 11, 27, 16, 1, tzinfo=UTC))
+    housekeeping.expire_overdue(session, datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+    session.refresh(request)
+    assert (request.status, request.due_at) == (RequestStatus.SCHEDULED, TUESDAY_OPENS)
+    assert request.deadline_at == datetime(2026, 12, 2, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_late_hang_up_does_not_move_a_request_another_worker_took_up(
+    sessions: sessionmaker[Session],
+) -> None:
+    from cbserver.callflow import AgentFirstCall, CallSettings
+    from cbserver.claims import promote_due
+
+    with sessions() as session:
+        request_id = ask(session).id
+        first_claim = claim_next(session, "A", FRIDAY_NOON)
+    assert first_claim is not None
+    with sessions() as session:  # A's lease ran out; B takes the request up again
+        assert housekeeping.release_stale_claims(session, FRIDAY_NOON + timedelta(minutes=3)) == 1
+        promote_due(session, FRIDAY_NOON + timedelta(minutes=10))
+        assert claim_next(session, "B", FRIDAY_NOON + timedelta(minutes=10)) is not None
+    late = AgentFirstCall(None, sessions, None, CallSettings(app="test"), first_claim, print)  # type: ignore[arg-type]
+    late._close(19, "No answer")  # A's call ends at last
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        assert (request.status, request.claimed_by) == (RequestStatus.DIALING_AGENT, "B")
+        assert [a.outcome for a in request.attempts] == ["no_answer", None]
+
+
+@pytest.mark.usefixtures("shop")
+def test_new_hours_move_requests_waiting_for_a_now_closed_time(session: Session) -> None:
+    from cbserver import subscribers
+
+    booked_on_tuesday = ask(session, when=MONDAY_9.isoformat())
+    subscribers.set_schedule(
+        session, "shop", {"hours": {**HOURS, "exceptions": {"2026-12-01": []}}}, now=FRIDAY_NOON
+    )
+    session.refresh(booked_on_tuesday)
+    wednesday_opens = MONDAY_9 + timedelta(days=1)
+    assert (booked_on_tuesday.status, booked_on_tuesday.due_at, booked_on_tuesday.slot_start) == (
+        RequestStatus.SCHEDULED,
+        wednesday_opens,
+        None,
+    )
+    assert booked_on_tuesday.events[-1].reason == (
+        "the business changed its hours; moved to its next opening, "
+        "Wed 02 Dec, 09:00 (Europe/Berlin)"
+    )
+
+
+@pytest.mark.usefixtures("shop")
+def test_an_anonymised_request_still_shows(session: Session) -> None:
+    from cbserver.views.present import present
+    from cbserver.web import create_app
+
+    request = ask(session)
+    intake.cancel(session, request, "test")
+    housekeeping.anonymise_old_requests(
+        session, FRIDAY_NOON + timedelta(days=91), timedelta(days=90)
+    )
+    session.refresh(request)
+    app = create_app({"SERVER_NAME": "cb.test"}, engine=session.get_bind())  # type: ignore[arg-type]
+    with app.test_request_context():
+        shown = present(session, request)
+    assert (shown["phone"], shown["phone_display"], shown["name"]) == ("", None, None)
