@@ -29,6 +29,7 @@ log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
 HOUSEKEEPING_SECONDS = 30.0
 RETENTION = timedelta(days=90)
+ARM_TOLERANCE = timedelta(milliseconds=50)
 
 
 def wake_by_datagram(port: int) -> None:
@@ -198,11 +199,16 @@ class Worker:
         with self.sessions() as session:
             housekeeping.anonymise_old_requests(session, self.clock.now(), self.retention)
 
+    def _wall_time(self, moment: datetime) -> datetime:
+        """When ``moment`` on the worker's clock comes on the system's (the scheduler's)."""
+        return datetime.now(UTC) + (moment - self.clock.now())
+
     def _at(self, moment: datetime, job_id: str, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` at ``moment`` (given on the worker's clock), replacing an earlier one."""
         assert self._scheduler is not None
-        wall = datetime.now(UTC) + (moment - self.clock.now())
-        self._scheduler.add_job(job, "date", run_date=wall, id=job_id, replace_existing=True)
+        self._scheduler.add_job(
+            job, "date", run_date=self._wall_time(moment), id=job_id, replace_existing=True
+        )
 
     async def _housekeeping_soon(self) -> None:
         if self._scheduler is not None:
@@ -212,10 +218,15 @@ class Worker:
         self.wake()
 
     def _arm_next_due(self) -> None:
+        """Set the timer for the next due time, unless it is set for that time already."""
         due = self._next_due
-        if due is not None and due != self._armed_for and self._scheduler is not None:
+        if due is None or self._scheduler is None:
+            return
+        wall = self._wall_time(due)
+        # Re-armed only when the time moved (a new earlier booking, or a clock set anew).
+        if self._armed_for is None or abs(wall - self._armed_for) > ARM_TOLERANCE:
             self._at(due, "next-due", self._due_now)
-            self._armed_for = due
+            self._armed_for = wall
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen_for_wakes()
