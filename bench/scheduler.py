@@ -24,6 +24,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.dispatch_latency import fresh_database, percentiles
@@ -139,6 +140,27 @@ class DryRunWorker(Worker):
             return int(ended.rowcount)  # type: ignore[attr-defined]
 
 
+class Vacuum:
+    """VACUUM ANALYZE the request table every minute, as autovacuum would: each call updates
+    its row several times, and some test machines run PostgreSQL with autovacuum off."""
+
+    def __init__(self, engine: Engine, every: float = 60.0) -> None:
+        self.engine = engine
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE callback_requests"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
 def serve(database_url: str, expected: int, out: str, verbose: bool) -> None:
     """The worker process: serves until every request was dialled, then reports."""
     if verbose:
@@ -161,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="a PostgreSQL database to use a fresh schema of (default: SQLite in a temp dir)",
     )
+    parser.add_argument(
+        "--measure-minutes",
+        type=float,
+        default=0.0,
+        help="stop after the requests due in this first part of the spread (default: all)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log what the worker does")
     args = parser.parse_args(argv)
     # Killed, it still drops its schema (the finally below).
@@ -180,21 +208,28 @@ def main(argv: list[str] | None = None) -> int:
             f"({args.count / (args.minutes * 60):.0f}/s)",
             flush=True,
         )
+        measured = min(args.measure_minutes or args.minutes, args.minutes)
+        expected = round(args.count * measured / args.minutes)
+        if expected < args.count:
+            print(f"measuring the first {measured:g} minutes: {expected} requests", flush=True)
         out = state / "dialled.json"
         worker = multiprocessing.get_context("spawn").Process(
-            target=serve, args=(database_url, args.count, str(out), args.verbose)
+            target=serve, args=(database_url, expected, str(out), args.verbose)
         )
         worker.start()
+        vacuum = Vacuum(engine) if engine.dialect.name == "postgresql" else None
         try:
-            worker.join(timeout=args.minutes * 60 + LEAD.total_seconds() + 600)
+            worker.join(timeout=measured * 60 + LEAD.total_seconds() + 600)
         finally:
+            if vacuum is not None:
+                vacuum.stop()
             if worker.is_alive():
                 worker.kill()
         if not out.exists():
             print("the worker did not finish in time", file=sys.stderr)
             return 1
         report = json.loads(out.read_text())
-        report_figures(sessions, args.count, report)
+        report_figures(sessions, expected, report)
     finally:
         engine.dispose()
         drop_schema()
