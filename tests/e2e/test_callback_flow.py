@@ -529,11 +529,8 @@ async def test_a_booked_slot_is_dialled_within_a_second_of_its_start(
     alice = sipp("alice", ports.alice, "agent_accepts.xml", "-d", "500")
     sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "500")
     change(sessions, plumber, slot_minutes=5, slot_capacity=1)
-    # Web and worker share a clock set so that the next 5-minute slot starts 3 s from now.
-    real = datetime.now(UTC)
-    boundary = real.replace(second=0, microsecond=0) + timedelta(minutes=5 - real.minute % 5)
-    clock = ShiftedClock(boundary - (real + timedelta(seconds=3)))
-    slot_start = boundary
+    # Web and worker share one clock; it is set once both are up (below).
+    clock = ShiftedClock(timedelta(0))
     # Polling only every 30 s: what dials on time is the scheduler's timed wake-up.
     scheduled_worker = make_worker(asterisk, sessions, "slot-worker", clock=clock, poll_seconds=30)
     stop = asyncio.Event()
@@ -542,6 +539,12 @@ async def test_a_booked_slot_is_dialled_within_a_second_of_its_start(
         web = create_app(
             settings=settings, engine=engine, wake_worker=scheduled_worker.wake, clock=clock
         ).test_client()
+        await until(lambda: scheduled_worker.asterisk_connected, within=15, message="the worker")
+        # The next 5-minute slot starts 3 s from now, on the shared clock.
+        real = datetime.now(UTC)
+        boundary = real.replace(second=0, microsecond=0) + timedelta(minutes=5 - real.minute % 5)
+        clock.offset = boundary - (real + timedelta(seconds=3))
+        slot_start = boundary
         created = web.post(
             "/api/v1/callbacks",
             json={"subscriber": plumber.slug, "phone": VISITOR, "when": slot_start.isoformat()},
@@ -549,7 +552,8 @@ async def test_a_booked_slot_is_dialled_within_a_second_of_its_start(
         assert created.status_code == 201, created.json
         assert created.json["status"] == "scheduled"  # type: ignore[index]
         request_id = created.json["id"]  # type: ignore[index]
-        await asyncio.sleep(1)
+        just_before = real + timedelta(seconds=2.7) - datetime.now(UTC)
+        await asyncio.sleep(max(0.0, just_before.total_seconds()))
         assert not alice.received("INVITE"), "nobody is called before the slot starts"
 
         await until(lambda: alice.received("INVITE"), within=10, message="the agent's INVITE")
