@@ -21,17 +21,16 @@ from cbserver.models import (
     Subscriber,
     UtcDateTime,
 )
-from cbserver.scheduling import deadline_for, give_back_place, hours_of, local_text
+from cbserver.scheduling import UNSERVED, deadline_for, give_back_place, hours_of, local_text
 from cbserver.states import TERMINAL, StaleRequest, transition, transition_all
 
 log = logging.getLogger("cbserver.housekeeping")
-WAITING_TO_BE_CALLED = (RequestStatus.SCHEDULED, RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
 
 
 def expire_overdue(session: Session, now: datetime) -> int:
     """Requests still waiting at their deadline expire, giving back unused slot places."""
     moved = 0
-    for status in WAITING_TO_BE_CALLED:
+    for status in UNSERVED:
         rows = transition_all(
             session,
             status,

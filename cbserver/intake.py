@@ -49,7 +49,7 @@ ALLOWED_NUMBER_TYPES = frozenset(
 _PHONE_CHARACTERS = re.compile(r"[0-9+()\-. /]{3,40}")
 WAITING = scheduling.WAITING
 # A request may be moved, and holds its slot's place, while nobody has started calling it.
-MOVABLE = (RequestStatus.SCHEDULED, RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
+MOVABLE = scheduling.UNSERVED
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ DEFAULT_HANDLING = timedelta(minutes=3)
 HANDLING_SAMPLE = 20
 NEXT_FREE = 3
 WAITING = (RequestStatus.QUEUED, RequestStatus.RETRY_WAIT)
+# Not called yet: such a request may be moved, holds its slot's place, and expires at its deadline.
+UNSERVED = (RequestStatus.SCHEDULED, *WAITING)
 
 
 def hours_of(subscriber: Subscriber) -> OpeningHours:
@@ -291,7 +293,7 @@ def replan_waiting(session: Session, subscriber: Subscriber, now: datetime) -> i
     waiting = session.scalars(
         select(CallbackRequest).where(
             CallbackRequest.subscriber_id == subscriber.id,
-            CallbackRequest.status.in_((RequestStatus.SCHEDULED, *WAITING)),
+            CallbackRequest.status.in_(UNSERVED),
         )
     ).all()
     moved = 0
