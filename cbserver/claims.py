@@ -30,8 +30,9 @@ from cbserver.states import StaleRequest, transition, transition_all
 log = logging.getLogger("cbserver.claims")
 LEASE = timedelta(minutes=2)
 IN_CALL = (RequestStatus.DIALING_AGENT, RequestStatus.DIALING_VISITOR, RequestStatus.CONNECTED)
-# A second candidate in case another worker takes the first (SQLite has no SKIP LOCKED).
-CANDIDATES = 2
+# Candidates read beyond those wanted, in case another worker takes one first (SQLite has no
+# SKIP LOCKED).
+SPARE = 1
 
 
 # A subscriber's active agents in the order they are rung: (agent id, endpoint name).
@@ -133,7 +134,7 @@ _CANDIDATES = (
         _FREE_AGENT,
     )
     .order_by(CallbackRequest.due_at, CallbackRequest.created_at, CallbackRequest.id)
-    .limit(CANDIDATES)
+    .limit(bindparam("candidates"))
     .options(joinedload(CallbackRequest.subscriber, innerjoin=True))
 )
 # Other workers skip the rows this one is looking at instead of queueing behind them.
@@ -146,18 +147,33 @@ _LOCK_SUBSCRIBER = select(Subscriber.id).where(Subscriber.id == bindparam("id"))
 def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
     """The oldest due request, now owned by ``worker_id`` with its attempt open; None when
     nothing is due. Committed."""
+    claims = claim_due(session, worker_id, now, 1)
+    return claims[0] if claims else None
+
+
+def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> list[Claim]:
+    """Up to ``most`` due requests, oldest first, now owned by ``worker_id`` with their
+    attempts open, in one transaction; an empty list when nothing is due. Committed.
+
+    Each request is still taken by its own conditional UPDATE (free agent included), so a
+    batch never takes more than one at a time could: it only shares the round trips."""
     postgresql = session.get_bind().dialect.name == "postgresql"
     query = _CANDIDATES_LOCKED if postgresql else _CANDIDATES
-    for request in session.scalars(query, {"now": now}).all():
-        if request.status != RequestStatus.QUEUED:
-            # Reloaded after a lost race (a rollback expires every candidate): someone else's.
-            continue
-        # Read before writing: on SQLite the write lock is held from the first write on.
-        agents = _active_agents(session, request.subscriber_id)
-        if postgresql:
-            # Claims for one business take turns, so each counts the others' calls: the
-            # free-agent check below then holds across workers, not only within one.
-            session.execute(_LOCK_SUBSCRIBER, {"id": request.subscriber_id})
+    candidates = session.scalars(query, {"now": now, "candidates": most + SPARE}).all()
+    agents_of: dict[int, Agents] = {}
+    taken: list[tuple[CallbackRequest, CallAttempt]] = []
+    for request in candidates:
+        if len(taken) == most:
+            break
+        subscriber_id = request.subscriber_id
+        if subscriber_id not in agents_of:
+            # Read before writing where possible: on SQLite the write lock is held from the
+            # first write on.
+            agents_of[subscriber_id] = _active_agents(session, subscriber_id)
+            if postgresql:
+                # Claims for one business take turns, so each counts the others' calls: the
+                # free-agent check below then holds across workers, not only within one.
+                session.execute(_LOCK_SUBSCRIBER, {"id": subscriber_id})
         try:
             transition(
                 session,
@@ -173,40 +189,45 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
                 slot_start=None,
             )
         except StaleRequest:
-            session.rollback()
+            # Taken by another worker first, or its business has no agent free any more.
+            # The UPDATE changed nothing, so the batch goes on in the same transaction.
             continue
-        claim = _open_attempt(session, request, agents, now)
-        session.commit()
-        return claim
+        attempt = _new_attempt(request, agents_of[subscriber_id], now)
+        session.add(attempt)
+        taken.append((request, attempt))
+    # One flush inserts every attempt (and event) of the batch and learns their ids.
+    session.flush()
+    claims = [
+        _claim(request, attempt, agents_of[request.subscriber_id]) for request, attempt in taken
+    ]
     session.commit()
-    return None
+    return claims
 
 
-def _open_attempt(
-    session: Session, request: CallbackRequest, agents: Agents, now: datetime
-) -> Claim:
+def _new_attempt(request: CallbackRequest, agents: Agents, now: datetime) -> CallAttempt:
     number = request.attempt_count
-    visitor_first = request.status == RequestStatus.DIALING_VISITOR
     attempt = CallAttempt(request_id=request.id, number=number, started_at=now)
-    first_channel: str | None = None
-    if visitor_first:
-        first_channel = attempt.visitor_channel_id = channel_id(request.id, number, "visitor")
+    if request.status == RequestStatus.DIALING_VISITOR:
+        attempt.visitor_channel_id = channel_id(request.id, number, "visitor")
     elif agents:
         attempt.agent_id, name = agents[0]
-        first_channel = attempt.agent_channel_id = channel_id(request.id, number, name)
-    session.add(attempt)
-    session.flush()
+        attempt.agent_channel_id = channel_id(request.id, number, name)
+    return attempt
+
+
+def _claim(request: CallbackRequest, attempt: CallAttempt, agents: Agents) -> Claim:
+    visitor_first = request.status == RequestStatus.DIALING_VISITOR
     subscriber = request.subscriber
     return Claim(
         request_id=request.id,
         attempt_id=attempt.id,
-        attempt_number=number,
+        attempt_number=attempt.number,
         visitor_first=visitor_first,
         visitor_phone=request.visitor_phone,
         business_caller_id=subscriber.caller_id,
         whisper_prompt=subscriber.whisper_prompt,
         agents=agents,
-        first_channel=first_channel,
+        first_channel=attempt.visitor_channel_id if visitor_first else attempt.agent_channel_id,
     )
 
 

@@ -21,7 +21,7 @@ from cbserver import housekeeping
 from cbserver.ari import AriClient, AriConfig
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
-from cbserver.claims import Claim, claim_next, promote_due
+from cbserver.claims import Claim, claim_due, promote_due
 from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread
 
@@ -30,6 +30,8 @@ POLL_SECONDS = 1.0
 HOUSEKEEPING_SECONDS = 30.0
 RETENTION = timedelta(days=90)
 ARM_TOLERANCE = timedelta(milliseconds=50)
+# Requests taken in one transaction when many are due at once (a burst, a busy minute).
+CLAIM_BATCH = 20
 
 
 def wake_by_datagram(port: int) -> None:
@@ -132,7 +134,7 @@ class Worker:
         for call in list(app.calls.values()):
             await call.abandon("the worker stopped before the call ended")
 
-    def _claim(self) -> Claim | None:
+    def _claim(self) -> list[Claim]:
         with self.sessions() as session:
             now = self.clock.now()
             # Retries and slots come due on the clock: at the due time the scheduler wakes us
@@ -143,12 +145,12 @@ class Worker:
                 promote_due(session, now)
                 self._next_due = housekeeping.next_due(session)
                 self._next_promotion = time.monotonic() + self.poll_seconds
-            claim = claim_next(session, self.name, now)
-            if claim is None:
+            claims = claim_due(session, self.name, now, CLAIM_BATCH)
+            if not claims:
                 # About to rest: learn of anything booked meanwhile, so the timer wakes us
                 # at its time (a new booking's wake-up lands here).
                 self._next_due = housekeeping.next_due(session)
-            return claim
+            return claims
 
     # --- the scheduler: timed wake-ups and housekeeping (the database stays the record) -------
 
@@ -311,12 +313,12 @@ class Worker:
             # Cleared before looking, never after: a wake-up that arrives while we look must
             # survive to end the idle wait at once.
             self._wake.clear()
-            claim = await claims.run(self._claim)
+            taken = await claims.run(self._claim)
             self._arm_next_due()
-            if claim is not None:
+            for claim in taken:
                 await place(claim)
-                continue
-            await self._idle(stop)
+            if not taken:
+                await self._idle(stop)
 
 
 class WorkerThread:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.agents import add_agent
-from cbserver.claims import LEASE, claim_next, promote_due
+from cbserver.claims import LEASE, claim_due, claim_next, promote_due
 from cbserver.intake import Submission, submit
 from cbserver.models import (
     Agent,
@@ -227,3 +227,44 @@ def test_a_retry_keeps_its_place_among_requests_due_at_the_same_time(
     promote_due(session, due)
     claims = [claim_next(session, "worker-a", due) for _ in range(2)]
     assert [c.request_id for c in claims if c] == [older, newer]
+
+
+def test_a_batch_takes_the_due_requests_in_order_each_with_its_attempt(
+    session: Session, staff: list[Agent]
+) -> None:
+    asked = [ask(session, f"+1201555012{n}", NOW + timedelta(seconds=n)) for n in range(4)]
+
+    claims = claim_due(session, "worker-a", NOW + timedelta(seconds=5), 3)
+
+    assert [c.request_id for c in claims] == asked[:3], "the three oldest, oldest first"
+    assert len({c.attempt_id for c in claims}) == 3, "each with an attempt of its own"
+    for claim in claims:
+        request = session.get_one(CallbackRequest, claim.request_id)
+        assert request.status == RequestStatus.DIALING_AGENT
+        assert request.claimed_by == "worker-a"
+        assert [a.id for a in request.attempts] == [claim.attempt_id]
+    left = claim_due(session, "worker-a", NOW + timedelta(seconds=5), 3)
+    assert [c.request_id for c in left] == asked[3:]
+
+
+def test_a_batch_takes_no_more_of_a_business_than_it_has_agents_free(
+    session: Session, acme: Subscriber
+) -> None:
+    alice = add_agent(session, "alice", contact="sip:alice@127.0.0.1:5999").agent
+    acme.assignments.append(AgentAssignment(agent=alice))
+    bolt = Subscriber(slug="bolt", display_name="Bolt", country="US", caller_id="+12015550199")
+    bob = add_agent(session, "bob", contact="sip:bob@127.0.0.1:5998").agent
+    bolt.assignments.append(AgentAssignment(agent=bob))
+    session.add(bolt)
+    session.commit()
+    acme_first = ask(session, "+12015550123", NOW)
+    ask(session, "+12015550124", NOW + timedelta(seconds=1))
+    bolt_request = submit(
+        session, Submission("bolt", "+12015550125"), now=NOW + timedelta(seconds=2)
+    ).request.id
+
+    claims = claim_due(session, "worker-a", NOW + timedelta(seconds=3), 10)
+
+    assert [c.request_id for c in claims] == [acme_first, bolt_request], (
+        "acme's one agent takes its oldest request; its second waits, bolt's is not held up"
+    )
