@@ -29,7 +29,7 @@ from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
 from cbserver.db import DatabaseThread
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus
-from cbserver.numbers import trunk_endpoint
+from cbserver.numbers import UnsafeNumber, trunk_endpoint
 from cbserver.retries import GiveUp, RetryPolicy, plan_retry
 from cbserver.scheduling import hours_of, local_text
 from cbserver.states import IllegalTransition, StaleRequest, transition
@@ -40,6 +40,8 @@ ACCEPT_DIGIT = "1"
 _CHANCE = random.Random()
 # Q.850 causes Asterisk reports, as the outcomes an attempt records.
 OUTCOMES = {16: "answered", 17: "busy", 18: "no_answer", 19: "no_answer", 21: "rejected"}
+# The stored number failed the dial-time check (numbers.trunk_endpoint): never dialled.
+UNDIALLABLE = "undiallable"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ def retry_or_give_up(
         request.deadline_at,
         chance,
     )
+    if outcome == UNDIALLABLE:
+        # Another try would meet the same number: nothing to wait for.
+        decision = GiveUp(False, f"attempt {request.attempt_count}: the number cannot be dialled")
     if isinstance(decision, GiveUp):
         target = RequestStatus.EXPIRED if decision.expired else RequestStatus.FAILED
         transition(
@@ -311,7 +316,11 @@ class AgentFirstCall:
     async def _agent_accepted(self) -> None:
         self.accepted = True
         self._stop_accept_timer()
-        endpoint, caller_id = self._visitor_call()
+        try:
+            endpoint, caller_id = self._visitor_call()
+        except UnsafeNumber as exc:
+            await self._refuse_to_dial(exc)
+            return
         self.visitor_channel = self._channel_for("visitor")
         if not await self.database.run(
             self._move,
@@ -397,12 +406,26 @@ class AgentFirstCall:
         self.finished = True
         self.on_finished(self)
 
+    async def _refuse_to_dial(self, exc: UnsafeNumber) -> None:
+        """The stored number fails the dial-time check: hang up what rings, fail the request."""
+        log.error("request %s: %s", self.request_id, exc)
+        self.finished = True
+        self._stop_accept_timer()
+        for channel in self.channels:
+            await self.ari.hangup(channel)
+        await self.database.run(self._close, 0, "the number cannot be dialled", UNDIALLABLE)
+        self._finish()
+
 
 class VisitorFirstCall(AgentFirstCall):
     """Visitor first: call the visitor, hold them with music while agents ring, then bridge."""
 
     async def start(self) -> None:
-        endpoint, caller_id = self._visitor_call()
+        try:
+            endpoint, caller_id = self._visitor_call()
+        except UnsafeNumber as exc:
+            await self._refuse_to_dial(exc)
+            return
         self.visitor_channel = self.claim.first_channel
         assert self.visitor_channel is not None
         try:

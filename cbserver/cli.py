@@ -15,10 +15,10 @@ from functools import cached_property
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import admin_tokens, db
+from cbserver import admin_tokens, audit, captcha, db, number_policy
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
 from cbserver.ari import AriConfig
@@ -28,7 +28,7 @@ from cbserver.callflow import call_settings
 from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.hours import HoursError, OpeningHours, week_from_text, week_to_text
-from cbserver.models import Agent, CallOrder, Subscriber
+from cbserver.models import Agent, AuditEvent, CallOrder, DeniedNumber, Subscriber
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
 from cbserver.worker import Worker, WorkerThread
@@ -70,6 +70,19 @@ def _progress(message: str) -> None:
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+CLI_ACTOR = "cli"
+
+
+def _record(
+    session: Session, action: str, detail: str, subscriber: Subscriber | None = None
+) -> None:
+    """Record a change made on the command line, and commit: with the change itself when it
+    is still pending, else right after the service that committed it."""
+    subscriber_id = subscriber.id if subscriber is not None else None
+    audit.record(session, CLI_ACTOR, action, detail, subscriber_id=subscriber_id)
+    session.commit()
 
 
 @click.group()
@@ -199,6 +212,8 @@ def agent_add(obj: Context, name: str, contact: str | None, dtmf_mode: str) -> N
             created = agents_service.add_agent(session, name, contact=contact, dtmf_mode=dtmf_mode)
         except agents_service.AgentError as exc:
             _fail(str(exc))
+        phone = f"at {contact}" if contact else "(a registering phone)"
+        _record(session, "agent_added", f"added agent {name} {phone}")
     click.echo(f"Agent {name!r} added.")
     if created.sip_password:
         _print_sip_account(obj.settings, name, created.sip_password)
@@ -254,6 +269,13 @@ def agent_assign(obj: Context, agent_name: str, subscriber_slug: str, priority: 
             )
         except subscribers_service.SubscriberError as exc:
             _fail(str(exc))
+        if before != priority:
+            _record(
+                session,
+                "agent_assigned",
+                f"assigned agent {agent_name} to {subscriber_slug} (priority {priority})",
+                subscribers_service.get_subscriber(session, subscriber_slug),
+            )
     if before is None:
         click.echo(f"Agent {agent_name!r} assigned to {subscriber_slug!r} (priority {priority}).")
     elif before == priority:
@@ -285,6 +307,13 @@ def agent_unassign(obj: Context, agent_name: str, subscriber_slug: str) -> None:
             removed = subscribers_service.unassign_agent(session, subscriber_slug, agent_name)
         except subscribers_service.SubscriberError as exc:
             _fail(str(exc))
+        if removed:
+            _record(
+                session,
+                "agent_unassigned",
+                f"unassigned agent {agent_name} from {subscriber_slug}",
+                subscribers_service.get_subscriber(session, subscriber_slug),
+            )
     if removed:
         click.echo(f"Agent {agent_name!r} no longer serves {subscriber_slug!r}.")
     else:
@@ -374,6 +403,7 @@ def subscriber_add(
             )
         except subscribers_service.SubscriberError as exc:
             _fail(str(exc))
+        _record(session, "subscriber_added", f"added subscriber {slug}", created)
     click.echo(f"Subscriber {slug!r} added.")
     _print_subscriber_links(created)
 
@@ -450,6 +480,11 @@ def subscriber_schedule(
                 subscribers_service.set_schedule(session, slug, changes)
         except (subscribers_service.SubscriberError, HoursError) as exc:
             _fail(str(exc))
+        if changes:
+            fields = ", ".join(sorted(changes))
+            _record(
+                session, "schedule_changed", f"changed the schedule of {slug}: {fields}", subscriber
+            )
         shown = subscribers_service.schedule_of(subscriber)
     if as_json:
         click.echo(json.dumps(shown, indent=2))
@@ -567,6 +602,56 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         )
 
 
+@subscriber_group.command("captcha")
+@click.argument("slug")
+@click.option(
+    "--provider", type=click.Choice(sorted(captcha.PROVIDERS)), help="Turn the CAPTCHA on."
+)
+@click.option("--site-key", help="The provider's site key (public: shown on the form).")
+@click.option(
+    "--secret",
+    help="The provider's secret key; - reads it from standard input, out of the shell's history.",
+)
+@click.option("--verify-url", help="Check answers here instead of at the provider's address.")
+@click.option("--off", is_flag=True, help="Turn the CAPTCHA off.")
+@click.pass_obj
+def subscriber_captcha(
+    obj: Context,
+    slug: str,
+    provider: str | None,
+    site_key: str | None,
+    secret: str | None,
+    verify_url: str | None,
+    off: bool,
+) -> None:
+    """Show, set or turn off the CAPTCHA on a subscriber's form and widget (off by default)."""
+    if off and (provider or site_key or secret or verify_url):
+        _fail("give --off alone, or the CAPTCHA's settings")
+    if secret == "-":
+        secret = sys.stdin.readline().strip()
+    changing = off or provider is not None
+    if not changing and (site_key or secret or verify_url):
+        _fail("say which --provider the keys are for")
+    with obj.upgraded_sessions()() as session:
+        try:
+            subscriber = subscribers_service.get_subscriber(session, slug)
+            if changing:
+                captcha.configure(
+                    subscriber,
+                    provider=None if off else provider,
+                    site_key=site_key,
+                    secret=secret,
+                    verify_url=verify_url,
+                )
+                session.commit()
+                detail = f"CAPTCHA of {slug}: {captcha.describe(subscriber)}"
+                _record(session, "captcha_changed", detail, subscriber)
+                click.echo(f"CAPTCHA of {slug!r} changed.")
+        except (subscribers_service.SubscriberError, captcha.CaptchaError) as exc:
+            _fail(str(exc))
+        click.echo(f"{slug} CAPTCHA: {captcha.describe(subscriber)}")
+
+
 # --- admin API tokens ----------------------------------------------------------------------
 
 
@@ -591,6 +676,13 @@ def token_create(obj: Context, name: str, subscriber_slug: str | None) -> None:
             created, secret = admin_tokens.create_token(session, name, subscriber=scope)
         except (subscribers_service.SubscriberError, admin_tokens.TokenError) as exc:
             _fail(str(exc))
+        # Never the secret: only which token, and what it may see.
+        _record(
+            session,
+            "token_created",
+            f"created token {created.id} ({created.name!r}) for {_scope_text(scope)}",
+            scope,
+        )
     click.echo(f"Token {created.id} ({created.name!r}) created for {_scope_text(scope)}.")
     click.echo(f"  secret  {secret}")
     click.echo(
@@ -639,6 +731,14 @@ def token_revoke(obj: Context, token_id: int) -> None:
             revoked = admin_tokens.revoke_token(session, token_id)
         except admin_tokens.TokenError as exc:
             _fail(str(exc))
+        if revoked:
+            gone = admin_tokens.get_token(session, token_id)
+            _record(
+                session,
+                "token_revoked",
+                f"revoked token {token_id} ({gone.name!r})",
+                gone.scope_subscriber,
+            )
     if revoked:
         click.echo(f"Token {token_id} revoked.")
     else:
@@ -856,6 +956,8 @@ def _seed_demo(sessions: sessionmaker[Session]) -> DemoSeed:
                 changes.append(
                     f"Agent {name!r} assigned to {DEMO_SUBSCRIBER!r} (priority {priority})."
                 )
+        for change in changes:
+            _record(session, "demo_seeded", change, subscriber)
         session.refresh(subscriber)  # loaded for printing after the session closes
     return DemoSeed(subscriber, accounts, changes, agents_added=bool(added))
 
@@ -888,3 +990,160 @@ def _print_reach(settings: Settings, accounts: dict[str, str], gateway: DemoGate
         "Softphones: register with an account above, then dial 600 for an echo test.\n"
         "Asterisk console: cbserver asterisk cli      Stop: Ctrl-C"
     )
+
+
+# --- which numbers are called --------------------------------------------------------------
+
+
+@subscriber_group.command("number-types")
+@click.argument("slug")
+@click.argument("types", required=False)
+@click.option("--default", "use_default", is_flag=True, help="Back to the default types.")
+@click.pass_obj
+def subscriber_number_types(obj: Context, slug: str, types: str | None, use_default: bool) -> None:
+    """Show or set which kinds of numbers visitors may give, like fixed_line,mobile.
+
+    Known types: fixed_line, mobile, fixed_line_or_mobile, toll_free, premium_rate,
+    shared_cost, voip, personal_number, pager, uan, voicemail. The default is fixed_line,
+    mobile and fixed_line_or_mobile (numbers that may be either, as in the US).
+    """
+    if types is not None and use_default:
+        _fail("give the types or --default, not both")
+    with obj.upgraded_sessions()() as session:
+        try:
+            subscriber = subscribers_service.get_subscriber(session, slug)
+            if types is not None or use_default:
+                subscriber.number_types = number_policy.validate_number_types(
+                    None if use_default else types
+                )
+                names = ", ".join(number_policy.type_names(subscriber))
+                _record(session, "number_types_changed", f"{slug} calls {names}", subscriber)
+                click.echo(f"Number types of {slug!r} changed.")
+        except (subscribers_service.SubscriberError, number_policy.PolicyError) as exc:
+            _fail(str(exc))
+        default = " (the default)" if subscriber.number_types is None else ""
+        click.echo(f"{slug} calls: {', '.join(number_policy.type_names(subscriber))}{default}")
+
+
+# --- the deny-list -------------------------------------------------------------------------
+
+
+@main.group()
+def deny() -> None:
+    """The deny-list: numbers and prefixes never called, for every subscriber or for one."""
+
+
+@deny.command("add")
+@click.argument("pattern")
+@click.option("--prefix", is_flag=True, help="Deny every number that starts so (like +4490).")
+@click.option("--reason", default="", help="Why, for the admins who read the list.")
+@click.option(
+    "--subscriber",
+    "subscriber_slug",
+    metavar="SLUG",
+    help="Only for this subscriber (default: all).",
+)
+@click.pass_obj
+def deny_add(
+    obj: Context, pattern: str, prefix: bool, reason: str, subscriber_slug: str | None
+) -> None:
+    """Deny a number in E.164 (+12015550123), or with --prefix every number under a prefix."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            owner = None
+            if subscriber_slug is not None:
+                owner = subscribers_service.get_subscriber(session, subscriber_slug)
+            entry = number_policy.validate_entry(pattern, prefix=prefix, reason=reason)
+            denied = number_policy.add_entry(session, entry, owner.id if owner else None)
+        except (subscribers_service.SubscriberError, number_policy.PolicyError) as exc:
+            _fail(str(exc))
+        detail = number_policy.describe(denied, subscriber_slug)
+        _record(session, "denied_number_added", f"denied {detail}", owner)
+        click.echo(f"Denied ({denied.id}): {detail}.")
+
+
+@deny.command("list")
+@click.option(
+    "--subscriber",
+    "subscriber_slug",
+    metavar="SLUG",
+    help="Only what counts for this subscriber: its entries and those for all.",
+)
+@click.pass_obj
+def deny_list(obj: Context, subscriber_slug: str | None) -> None:
+    """List the deny-list, oldest first."""
+    with obj.upgraded_sessions()() as session:
+        subscriber_id = None
+        if subscriber_slug is not None:
+            try:
+                subscriber_id = subscribers_service.get_subscriber(session, subscriber_slug).id
+            except subscribers_service.SubscriberError as exc:
+                _fail(str(exc))
+        slugs = {s.id: s.slug for s in subscribers_service.list_subscribers(session)}
+        rows = [
+            [
+                str(item.id),
+                item.pattern + ("*" if item.is_prefix else ""),
+                slugs.get(item.subscriber_id, "all") if item.subscriber_id else "all",
+                _when(item.created_at),
+                item.reason or "-",
+            ]
+            for item in number_policy.list_entries(session, subscriber_id=subscriber_id)
+        ]
+    if not rows:
+        click.echo("The deny-list is empty (add with: cbserver deny add +4490 --prefix).")
+        return
+    _print_table(["ID", "NUMBER", "SUBSCRIBER", "ADDED", "REASON"], rows)
+
+
+@deny.command("remove")
+@click.argument("entry_id", metavar="ID", type=int)
+@click.pass_obj
+def deny_remove(obj: Context, entry_id: int) -> None:
+    """Remove an entry from the deny-list (its ID is in `cbserver deny list`)."""
+    with obj.upgraded_sessions()() as session:
+        found = session.get(DeniedNumber, entry_id) if 0 < entry_id < 2**31 else None
+        if found is None:
+            _fail(f"there is no deny-list entry with id {entry_id}")
+        owner = session.get(Subscriber, found.subscriber_id) if found.subscriber_id else None
+        detail = number_policy.describe(found, owner.slug if owner else None)
+        session.delete(found)
+        _record(session, "denied_number_removed", f"no longer denied: {detail}", owner)
+    click.echo(f"Removed ({entry_id}): {detail}.")
+
+
+# --- the audit log -------------------------------------------------------------------------
+
+
+@main.command("audit")
+@click.option("--subscriber", "subscriber_slug", metavar="SLUG", help="Only this subscriber's.")
+@click.option("--action", help="Only these actions, comma-separated, like number_refused.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.pass_obj
+def audit_command(
+    obj: Context, subscriber_slug: str | None, action: str | None, limit: int
+) -> None:
+    """What admins did and what was refused, newest first."""
+    with obj.upgraded_sessions()() as session:
+        query = (
+            select(AuditEvent, Subscriber.slug)
+            .outerjoin(Subscriber, Subscriber.id == AuditEvent.subscriber_id)
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .limit(limit)
+        )
+        if subscriber_slug is not None:
+            try:
+                subscriber = subscribers_service.get_subscriber(session, subscriber_slug)
+            except subscribers_service.SubscriberError as exc:
+                _fail(str(exc))
+            query = query.where(AuditEvent.subscriber_id == subscriber.id)
+        if action:
+            query = query.where(AuditEvent.action.in_([a.strip() for a in action.split(",")]))
+        rows = [
+            [_when(event.at), event.actor, event.action, slug or "-", event.detail]
+            for event, slug in session.execute(query)
+        ]
+    if not rows:
+        click.echo("The audit log has nothing to show.")
+        return
+    _print_table(["AT", "ACTOR", "ACTION", "SUBSCRIBER", "DETAIL"], rows)

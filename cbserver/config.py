@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -10,7 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from limits import RateLimitItem, parse_many
+
 ENV_PREFIX = "CBSERVER_"
+RATE_LIMITS = (
+    "rate_limit_per_ip",
+    "rate_limit_per_number",
+    "rate_limit_per_subscriber",
+    "rate_limit_numbers_per_ip",
+    "rate_limit_public",
+)
+RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+unix://", "redis+sentinel://")
+# Any of these (or nothing) lifts a rate limit; the environment cannot say "" (unset).
+NO_LIMIT = ("", "off", "none", "no")
 
 
 class ConfigError(ValueError):
@@ -48,6 +61,9 @@ class Settings:
     rtp_port_start: int = 31000
     rtp_port_end: int = 31999
     sip_bind: str = "127.0.0.1"
+    # Where agents' phones may register and call from (and name in their Contact): comma-
+    # separated networks. Add the office's LAN when SIP listens on more than loopback.
+    agent_networks: str = "127.0.0.0/8,::1/128"
     media_address: str = ""
 
     ari_app: str = "cbserver"
@@ -68,6 +84,27 @@ class Settings:
     worker_wake_port: int = 8281
     # Who may read /metrics (per-business figures): comma-separated networks.
     metrics_networks: str = "127.0.0.0/8,::1/128"
+    # How many reverse proxies in front of the web each add themselves to X-Forwarded-For:
+    # the client's address is then read from that header. 0: the connection's address.
+    trusted_proxies: int = 0
+
+    # Rate limits (see ratelimits.py), each like "10 per hour; 3 per minute"; "off" lifts one.
+    # Where the counts are kept: in the web process, or in Redis ("redis://host:6379/0")
+    # when several web processes must share them.
+    rate_limit_storage: str = "memory://"
+    # Submissions (hosted form and API) from one client address.
+    rate_limit_per_ip: str = "10 per hour; 3 per minute"
+    # Requests to call one number, across all subscribers: no call bombing.
+    rate_limit_per_number: str = "3 per day"
+    # Requests one subscriber takes.
+    rate_limit_per_subscriber: str = "30 per minute"
+    # Different numbers one client address may ask calls for.
+    rate_limit_numbers_per_ip: str = "3 per hour"
+    # The other public pages and calls (status, slots, reschedule, cancel) per client address;
+    # a status page asks once a second while it is open.
+    rate_limit_public: str = "300 per minute"
+    # A hosted form (or widget) sent sooner than this after it was shown is taken for a bot's.
+    form_min_seconds: float = 3.0
 
     # The PSTN gateway. Empty means the local demo gateway (a sipp UAS echoing audio).
     trunk_uri: str = ""
@@ -91,6 +128,10 @@ class Settings:
     @property
     def uses_demo_gateway(self) -> bool:
         return not self.trunk_uri
+
+    @property
+    def agent_network_list(self) -> list[str]:
+        return networks(f"{ENV_PREFIX}AGENT_NETWORKS", self.agent_networks)
 
     @property
     def effective_media_address(self) -> str:
@@ -170,6 +211,47 @@ class Settings:
             )
         if self.asterisk_start_timeout <= 0:
             raise ConfigError(f"{ENV_PREFIX}ASTERISK_START_TIMEOUT must be positive")
+        networks(f"{ENV_PREFIX}AGENT_NETWORKS", self.agent_networks)
+        self._validate_abuse_settings()
+
+    def _validate_abuse_settings(self) -> None:
+        for name in RATE_LIMITS:
+            text = getattr(self, name)
+            try:
+                rate_limits(text)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}={text!r} is not a rate limit like "
+                    '"10 per hour; 3 per minute" (or "off")'
+                ) from exc
+        if not self.rate_limit_storage.startswith(RATE_LIMIT_STORAGES):
+            raise ConfigError(
+                f"{ENV_PREFIX}RATE_LIMIT_STORAGE={self.rate_limit_storage!r} must start with "
+                f"{' or '.join(RATE_LIMIT_STORAGES)}"
+            )
+        if not 0 <= self.trusted_proxies <= 10:
+            raise ConfigError(f"{ENV_PREFIX}TRUSTED_PROXIES must be 0 (none) to 10")
+        if not 0 <= self.form_min_seconds <= 60:
+            raise ConfigError(f"{ENV_PREFIX}FORM_MIN_SECONDS must be 0 (off) to 60 seconds")
+
+
+def rate_limits(text: str) -> list[RateLimitItem]:
+    """A rate-limit setting's limits; none when it is lifted. ValueError when unreadable."""
+    if text.strip().lower() in NO_LIMIT:
+        return []
+    return parse_many(text)
+
+
+def networks(name: str, text: str) -> list[str]:
+    """Comma-separated networks as ``192.0.2.0/24``; ConfigError naming the setting when one
+    is no network (an empty list is one too: it would let nothing in)."""
+    found = []
+    for part in (piece.strip() for piece in text.split(",")):
+        try:
+            found.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {part!r} is not a network like 192.0.2.0/24") from exc
+    return found
 
 
 def _convert(name: str, raw: Any, kind: Any) -> Any:

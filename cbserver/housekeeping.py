@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cbserver.callflow import retry_or_give_up
 from cbserver.claims import IN_CALL, LEASE
 from cbserver.models import (
+    AuditEvent,
     CallbackRequest,
     RequestStatus,
     Subscriber,
@@ -167,6 +168,23 @@ def anonymise_old_requests(session: Session, now: datetime, retention: timedelta
     if erased:
         log.info("%d request(s) past the retention period: visitor data erased", erased)
     return erased
+
+
+VISITOR_ACTOR = "visitor"
+ERASED = "(erased after the retention period)"
+
+
+def anonymise_old_refusals(session: Session, now: datetime, retention: timedelta) -> int:
+    """Erase what audit rows about visitors hold of them (the number refused, their address)
+    after ``retention``; the action, time and subscriber stay for the admin's figures."""
+    result = session.execute(
+        update(AuditEvent)
+        .where(AuditEvent.actor.like(VISITOR_ACTOR + " %"), AuditEvent.at < now - retention)
+        .values(actor=VISITOR_ACTOR, detail=ERASED)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def next_due(session: Session) -> datetime | None:

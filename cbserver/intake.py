@@ -6,19 +6,17 @@ Every path into the store (hosted form, widget, JSON API) goes through ``submit`
 from __future__ import annotations
 
 import hmac
-import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import scheduling
+from cbserver import number_policy, scheduling, subscribers
 from cbserver.errors import BadRequest, Conflict, Invalid, NotFound
 from cbserver.i18n import _
 from cbserver.models import (
@@ -42,11 +40,6 @@ MAX_PAGE_URL = 2000
 MAX_IDEMPOTENCY_KEY = 100
 # Beyond any booking window a subscriber may set (see subscribers.BOOKING_DAYS).
 FAR_AHEAD = timedelta(days=366)
-ALLOWED_NUMBER_TYPES = frozenset(
-    {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
-)
-# ASCII only: phonenumbers would quietly read look-alike digits (fullwidth, Arabic-Indic).
-_PHONE_CHARACTERS = re.compile(r"[0-9+()\-. /]{3,40}")
 WAITING = scheduling.WAITING
 # A request may be moved, and holds its slot's place, while nobody has started calling it.
 MOVABLE = scheduling.UNSERVED
@@ -61,6 +54,10 @@ class Submission:
     when: str | None = "asap"
     page_url: str | None = None
     idempotency_key: str | None = None
+    # Who sent it (the client's IP address), for the audit log of refused numbers.
+    client: str | None = None
+    # The visitor ticked "I agree to be called at this number": nobody is called without.
+    consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,8 +68,8 @@ class Submitted:
 
 
 def find_subscriber(session: Session, slug: str) -> Subscriber:
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.slug == slug))
-    if subscriber is None or not subscriber.active:
+    subscriber = subscribers.find_active(session, slug)
+    if subscriber is None:
         raise NotFound(
             _("There is no call-back service called %(name)s.", name=repr(slug)),
             field="subscriber",
@@ -81,52 +78,13 @@ def find_subscriber(session: Session, slug: str) -> Subscriber:
     return subscriber
 
 
-def normalise_phone(raw: str, subscriber: Subscriber) -> str:
-    """The visitor's number in E.164, or Invalid saying in plain words what is wrong."""
-    text = raw.strip()
-    if not text:
-        raise Invalid(_("Please enter your phone number."), field="phone", code="phone_missing")
-    if not _PHONE_CHARACTERS.fullmatch(text) or not any(c.isdigit() for c in text):
-        raise Invalid(
-            _("Please enter a phone number using digits, and + for the country code."),
-            field="phone",
-            code="phone_characters",
-        )
-    try:
-        number = phonenumbers.parse(text, subscriber.country.upper())
-    except NumberParseException as exc:
-        raise Invalid(
-            _("This does not look like a phone number. Please check it."),
-            field="phone",
-            code="phone_unparseable",
-        ) from exc
-    if not phonenumbers.is_valid_number(number):
-        raise Invalid(
-            _(
-                "This phone number is not valid. Please check it, with the country code "
-                "if it is from abroad."
-            ),
-            field="phone",
-            code="phone_invalid",
-        )
-    region = phonenumbers.region_code_for_number(number)
-    allowed = subscriber.allowed_country_list
-    if region not in allowed:
-        raise Invalid(
-            _("We can only call numbers in %(countries)s.", countries=", ".join(allowed)),
-            field="phone",
-            code="phone_country_not_allowed",
-        )
-    if phonenumbers.number_type(number) not in ALLOWED_NUMBER_TYPES:
-        raise Invalid(
-            _(
-                "We can only call ordinary landline and mobile numbers, not premium-rate, "
-                "toll-free or service numbers."
-            ),
-            field="phone",
-            code="phone_type_not_allowed",
-        )
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+def normalise_phone(raw: str, subscriber: Subscriber, *, session: Session | None = None) -> str:
+    """The visitor's number in E.164, or Invalid (``NumberRefused``) saying in plain words
+    what is wrong. With a session, the deny-list and the business's own numbers count too."""
+    phone = number_policy.check(raw, subscriber)
+    if session is not None:
+        number_policy.check_lists(session, subscriber, phone)
+    return phone
 
 
 def _bad_text(field: str) -> str:
@@ -144,20 +102,38 @@ def _too_long(field: str, limit: int) -> str:
 def _clean_text(value: str | None, field: str, limit: int, *, multiline: bool) -> str | None:
     if value is None:
         return None
-    text = unicodedata.normalize("NFC", value).strip()
+    # Browsers send a textarea's line breaks as CRLF.
+    text = unicodedata.normalize("NFC", value.replace("\r\n", "\n")).strip()
     allowed = "\n\t" if multiline else ""
-    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in allowed for c in text):
+    # Cs: a lone surrogate (a JSON escape like \ud800) is no character and cannot be stored.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in allowed for c in text):
         raise Invalid(_bad_text(field), field=field, code="bad_text")
     if len(text) > limit:
         raise Invalid(_too_long(field, limit), field=field, code="too_long")
     return text or None
 
 
+def usable_page_url(value: str | None) -> str:
+    """``value`` if the intake would take it as the page the visitor came from, else ""."""
+    try:
+        return _clean_page_url(value) or ""
+    except Invalid:
+        return ""
+
+
 def _clean_page_url(value: str | None) -> str | None:
     if not value:
         return None
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > MAX_PAGE_URL:
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:  # "http://[::1": an unclosed IPv6 host
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or len(value) > MAX_PAGE_URL
+    ):
         raise Invalid(_("The page address is not a web address."), field="page_url", code="bad_url")
     return value.strip()
 
@@ -244,12 +220,45 @@ def _replay(existing: CallbackRequest, phone: str | None) -> Submitted:
     return Submitted(existing, created=False)
 
 
-def submit(session: Session, submission: Submission, *, now: datetime | None = None) -> Submitted:
-    """Store a new request, or return the one this submission repeats; committed."""
+def _accepted_phone(
+    session: Session, submission: Submission, subscriber: Subscriber, now: datetime
+) -> str:
+    try:
+        return normalise_phone(submission.phone, subscriber, session=session)
+    except number_policy.NumberRefused as refusal:
+        if refusal.code != "phone_missing":
+            # On a session of its own: the caller's is rolled back or closed after a refusal.
+            number_policy.record_refusal(
+                sessionmaker(session.get_bind()), refusal, subscriber, submission.client, at=now
+            )
+        raise
+
+
+def _check_consent(submission: Submission) -> None:
+    if submission.consent is not True:
+        raise Invalid(
+            _("Please tick the box to agree that we call you at this number."),
+            field="consent",
+            code="consent_missing",
+        )
+
+
+def submit(
+    session: Session,
+    submission: Submission,
+    *,
+    now: datetime | None = None,
+    admit: Callable[[Subscriber, str], None] | None = None,
+) -> Submitted:
+    """Store a new request, or return the one this submission repeats; committed.
+
+    ``admit`` is asked about a valid number just before a new request is stored (not for a
+    repeat), and refuses it by raising: the web's rate limits per number and subscriber."""
     now = now or utcnow()
     subscriber = find_subscriber(session, submission.subscriber)
     key = _check_idempotency_key(submission.idempotency_key)
-    phone = normalise_phone(submission.phone, subscriber)
+    phone = _accepted_phone(session, submission, subscriber, now)
+    _check_consent(submission)
     if key is not None and (earlier := _by_key(session, subscriber, key)) is not None:
         return _replay(earlier, phone)
     name = _clean_text(submission.name, "name", MAX_NAME, multiline=False)
@@ -258,6 +267,8 @@ def submit(session: Session, submission: Submission, *, now: datetime | None = N
     planned = plan(subscriber, submission.when, now)
     if (waiting := _open_for_phone(session, subscriber, phone)) is not None:
         return Submitted(waiting, created=False)
+    if admit is not None:
+        admit(subscriber, phone)
 
     request = CallbackRequest(
         subscriber=subscriber,
@@ -271,6 +282,7 @@ def submit(session: Session, submission: Submission, *, now: datetime | None = N
         deadline_at=planned.deadline_at,
         status=planned.status.value,
         idempotency_key=key,
+        consent_at=now,
         created_at=now,
         updated_at=now,
     )

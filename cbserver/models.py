@@ -157,6 +157,15 @@ class Subscriber(Base):
     deadline_days: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Per-outcome retry rules as JSON (see retries.py); None: max_attempts and the interval.
     retry_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Comma-separated phonenumbers types a visitor's number may be (see number_policy.py);
+    # None: fixed line and mobile.
+    number_types: Mapped[str | None] = mapped_column(String(200))
+    # An optional CAPTCHA on the form and widget (see captcha.py); None: off.
+    captcha_provider: Mapped[str | None] = mapped_column(String(20))
+    captcha_site_key: Mapped[str | None] = mapped_column(String(200))
+    captcha_secret: Mapped[str | None] = mapped_column(String(200))
+    # Where answers are checked; None: the provider's own address.
+    captcha_verify_url: Mapped[str | None] = mapped_column(String(300))
     active: Mapped[bool] = mapped_column(default=True)
     widget_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_secret)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
@@ -262,6 +271,8 @@ class CallbackRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # When the visitor's number, name and topic were erased after the retention period.
     anonymised_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When the visitor ticked "I agree to be called at this number".
+    consent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     subscriber: Mapped[Subscriber] = relationship()
     events: Mapped[list[RequestEvent]] = relationship(
@@ -326,3 +337,39 @@ class RequestEvent(Base):
     reason: Mapped[str] = mapped_column(String(500), default="")
 
     request: Mapped[CallbackRequest] = relationship(back_populates="events")
+
+
+class DeniedNumber(Base):
+    """A number (or every number under a prefix) never called: for every subscriber, or one."""
+
+    __tablename__ = "denied_numbers"
+    __table_args__ = (UniqueConstraint("pattern", "is_prefix", "subscriber_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # E.164: "+" and digits.
+    pattern: Mapped[str] = mapped_column(String(20))
+    is_prefix: Mapped[bool] = mapped_column(default=False)
+    # None: every subscriber.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE")
+    )
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class AuditEvent(Base):
+    """What an admin did, or what cbserver refused and why: kept for people to review."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_subscriber_id", "subscriber_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    # Who: an admin token's name, "cli", or "visitor <client>" for refusals.
+    actor: Mapped[str] = mapped_column(String(120))
+    # A stable code: "subscriber_added", "number_refused", "rate_limited", ...
+    action: Mapped[str] = mapped_column(String(60))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    detail: Mapped[str] = mapped_column(String(1000), default="")

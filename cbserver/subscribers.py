@@ -254,6 +254,14 @@ def _find(session: Session, slug: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.slug == slug))
 
 
+def find_active(session: Session, slug: object) -> Subscriber | None:
+    """The active subscriber called ``slug``, or None. A name no subscriber can have is never
+    sent to the database (PostgreSQL answers a NUL in text with an error, not "no rows")."""
+    if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
+        return None
+    return session.scalar(select(Subscriber).where(Subscriber.slug == slug, Subscriber.active))
+
+
 def get_subscriber(session: Session, slug: str) -> Subscriber:
     """The subscriber, active or not; SubscriberError (field "subscriber") when unknown."""
     subscriber = _find(session, slug)

@@ -103,10 +103,13 @@ def create_app(
     )
     i18n.init_app(app)
 
+    from cbserver import ratelimits, security
     from cbserver.views import admin, api, form, metrics, openapi, status, widget
 
     for view in (api, admin, form, metrics, openapi, status, widget):
         app.register_blueprint(view.blueprint)
+    ratelimits.init_app(app, settings)
+    security.init_app(app)
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:
@@ -134,7 +137,7 @@ def create_app(
         return _error_answer(error.status, error.to_json())
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Any, int]:
+    def http_error(error: HTTPException) -> tuple[Any, int, dict[str, str]]:
         code = error.code or 500
         message = {
             404: _("There is nothing at this address."),
@@ -142,7 +145,10 @@ def create_app(
             413: _("The request is too large (at most %(size)s KiB).", size=MAX_BODY_BYTES // 1024),
         }.get(code, error.description or _("The request could not be handled."))
         slug = (error.name or "error").lower().replace(" ", "_")
-        return _error_answer(code, {"error": {"code": slug, "message": message}})
+        answer, status = _error_answer(code, {"error": {"code": slug, "message": message}})
+        # A 405 says which methods the address takes (RFC 9110), as werkzeug's own page does.
+        allowed = [value for name, value in error.get_headers() if name.lower() == "allow"]
+        return answer, status, {"Allow": allowed[0]} if allowed else {}
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Any, int]:

@@ -200,6 +200,7 @@ class Worker:
     def _erase_old_visitor_data(self) -> None:
         with self.sessions() as session:
             housekeeping.anonymise_old_requests(session, self.clock.now(), self.retention)
+            housekeeping.anonymise_old_refusals(session, self.clock.now(), self.retention)
 
     def _wall_time(self, moment: datetime) -> datetime:
         """When ``moment`` on the worker's clock comes on the system's (the scheduler's)."""

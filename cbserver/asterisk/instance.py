@@ -248,6 +248,7 @@ class AsteriskInstance:
                 "rtp_end": s.rtp_port_end,
             },
             "sip_bind_hostport": f"{bind}:{s.sip_port}",
+            "agent_networks": s.agent_network_list,
             "media_address": s.effective_media_address,
             "ari": {**asdict(keys.ari)},
             "ami": {**asdict(keys.ami)},

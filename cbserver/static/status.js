@@ -3,8 +3,9 @@
   "use strict";
   var root = document.getElementById("callback");
   if (!root) { return; }
-  var url = "/api/v1/callbacks/" + encodeURIComponent(root.dataset.id) +
-    "?token=" + encodeURIComponent(root.dataset.token);
+  // The token goes in a header, not the address: addresses end up in access logs.
+  var url = "/api/v1/callbacks/" + encodeURIComponent(root.dataset.id);
+  var headers = { "Accept": "application/json", "Authorization": "Bearer " + root.dataset.token };
   var shown = null;
 
   function field(name) { return root.querySelector('[data-field="' + name + '"]'); }
@@ -35,7 +36,7 @@
   }
 
   function poll() {
-    fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store" })
+    fetch(url, { headers: headers, cache: "no-store" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (callback) { if (callback) { render(callback); } })
       .catch(function () { /* offline for a moment: the next poll tries again */ })

@@ -13,7 +13,13 @@
  * still offers "as soon as possible".
  *
  * The page's origin must be one of the subscriber's allowed origins (CORS). A page with a
- * Content-Security-Policy must allow this server in script-src and connect-src.
+ * Content-Security-Policy must allow this server in script-src and connect-src (and, when the
+ * business has a CAPTCHA, its provider's script and frames: see cbserver/captcha.py).
+ *
+ * Against bots the form has a field people never see (it must stay empty) and sends back the
+ * signed time it was opened (/widget/<slug>/form-token.json); a CAPTCHA, when the business
+ * has one, is shown in an element of the page (slotted into the form): providers' scripts
+ * cannot reach into a shadow root. The visitor must tick "I agree to be called".
  */
 (function () {
   "use strict";
@@ -37,15 +43,21 @@
     sending: "Sending\u2026",
     close: "Close",
     phoneMissing: "Please enter your phone number.",
+    consent: "I agree to be called at this number.",
+    consentMissing: "Please tick the box to agree that we call you at this number.",
+    captchaMissing: "Please complete the check that you are not a robot, then send again.",
     thanks: "Thank you \u2014 we will call you.",
     follow: "Follow your call-back",
     unreachable: "Could not reach the call-back service. Please try again.",
     failed: "Something went wrong on our side. Please try again."
   };
   var FIELDS = ["phone", "name", "topic"]; // typed in; "when" is chosen from a list
-  var ERROR_FIELDS = FIELDS.concat(["when"]);
+  var ERROR_FIELDS = FIELDS.concat(["when", "consent", "captcha"]);
   var TIMEOUT_MS = 20000;
   var business = ""; // the business's name, from /widget/<slug>.json
+  var captchaSettings = null; // the business's CAPTCHA, from /widget/<slug>.json
+  // Each provider's browser API: render(element, {sitekey}), getResponse(id), reset(id).
+  var CAPTCHA_APIS = { turnstile: "turnstile", hcaptcha: "hcaptcha", recaptcha: "grecaptcha" };
 
   var CSS = [
     // The page's rules do reach the host element; !important ones declared here win over them.
@@ -70,6 +82,7 @@
     "  padding: 20px; border: 0; border-radius: 10px; background: #fff; color: #1a1a1a;",
     "  box-shadow: 0 12px 40px rgba(0, 0, 0, .35); font: inherit; }",
     "dialog::backdrop { background: rgba(16, 24, 32, .45); }",
+    ".floating { position: fixed; top: 0; right: 0; bottom: 0; left: 0; height: fit-content; }",
     ".head { display: flex; align-items: flex-start; justify-content: space-between;",
     "  gap: 12px; margin: 0 0 8px; }",
     "h2 { font-size: 20px; line-height: 1.25; font-weight: 700; margin: 0; color: #1a1a1a; }",
@@ -80,6 +93,10 @@
     ".intro, .hint { color: #4a4f57; font-size: 14px; }",
     ".note { font-size: 14px; font-weight: 600; margin: 0 0 4px; }",
     ".field { margin: 0 0 14px; }",
+    // The honeypot: off screen (not display: none, which bots look for).
+    ".hp { position: absolute; left: -10000px; width: 1px; height: 1px; overflow: hidden; }",
+    ".check { display: flex; gap: 8px; align-items: flex-start; font-weight: 400; }",
+    ".check input { width: auto; flex: none; margin: 4px 0 0; }",
     "label { display: block; font-weight: 600; margin: 0 0 4px; }",
     ".hint { margin: 0 0 4px; }",
     "select + .hint { margin: 4px 0 0; }",
@@ -182,6 +199,8 @@
     script.setAttribute("data-cbserver-widget", "");
     var subscriber = script.getAttribute("data-subscriber");
     var endpoint = new URL("api/v1/callbacks", script.src).href;
+    var tokenUrl = new URL("widget/" + encodeURIComponent(subscriber) + "/form-token.json",
+      script.src).href;
     var slotsUrl = new URL("api/v1/subscribers/" + encodeURIComponent(subscriber) + "/slots",
       script.src).href;
 
@@ -206,8 +225,14 @@
         id: "cb-name", name: "name", type: "text", autocomplete: "name", maxlength: "100"
       }),
       topic: el("textarea", { id: "cb-topic", name: "topic", maxlength: "500", rows: "3" }),
-      when: el("select", { id: "cb-when", name: "when" })
+      when: el("select", { id: "cb-when", name: "when" }),
+      consent: el("input", {
+        id: "cb-consent", name: "consent", type: "checkbox", required: "", "aria-required": "true"
+      })
     };
+    var honeypot = el("input", {
+      id: "cb-website", name: "website", type: "text", tabindex: "-1", autocomplete: "off"
+    });
     var asap = el("option", { value: "asap", text: TEXT.asap });
     inputs.when.appendChild(asap);
     var closedNote = el("p", { "class": "note", id: "cb-when-note", hidden: "" });
@@ -229,6 +254,21 @@
       el("label", { "for": "cb-when", text: TEXT.when }), closedNote, inputs.when, zoneHint
     ]);
     fields.push(fieldBoxes.when);
+    fieldBoxes.consent = el("div", { "class": "field" }, [
+      el("label", { "class": "check", "for": "cb-consent" }, [
+        inputs.consent, el("span", { text: TEXT.consent })
+      ])
+    ]);
+    fields.push(fieldBoxes.consent);
+    fields.push(el("div", { "class": "hp", "aria-hidden": "true" }, [
+      el("label", { "for": "cb-website", text: "Website" }), honeypot
+    ]));
+    // The CAPTCHA's element lives in the page (the host's light DOM), shown here by a slot.
+    var captchaBox = null;
+    fieldBoxes.captcha = el("div", { "class": "field", hidden: "" }, [
+      el("slot", { name: "captcha" })
+    ]);
+    fields.push(fieldBoxes.captcha);
     var submit = el("button", { type: "submit", "class": "send", text: TEXT.submit });
     var form = el("form", { novalidate: "" }, [
       el("p", { "class": "intro", text: TEXT.intro }),
@@ -252,6 +292,11 @@
     var sent = false;
     var sending = false;
     var slotsAsked = 0;
+    var formToken = null;
+    var captchaApi = null;
+    var captchaId = null;
+    // A provider's challenge may open outside the dialog, which a modal dialog makes inert.
+    var modal = typeof dialog.showModal === "function" && !captchaSettings;
 
     // aria-describedby: the field's hints that are shown, then its error if it has one.
     function describe(name) {
@@ -259,6 +304,7 @@
         .map(function (hint) { return hint.id; });
       var error = fieldBoxes[name].querySelector(".error");
       if (error) { ids.push(error.id); }
+      if (!inputs[name]) { return; }
       if (ids.length) {
         inputs[name].setAttribute("aria-describedby", ids.join(" "));
       } else {
@@ -271,7 +317,7 @@
       ERROR_FIELDS.forEach(function (name) {
         var old = fieldBoxes[name].querySelector(".error");
         if (old) { old.parentNode.removeChild(old); }
-        inputs[name].removeAttribute("aria-invalid");
+        if (inputs[name]) { inputs[name].removeAttribute("aria-invalid"); }
         describe(name);
       });
     }
@@ -288,9 +334,61 @@
       fieldBoxes[field].appendChild(el("p", {
         "class": "error", id: "cb-" + field + "-error", role: "alert", text: message
       }));
+      if (!input) { return; }
       input.setAttribute("aria-invalid", "true");
       describe(field);
       input.focus();
+    }
+
+    // The signed time the form was opened; without it the form still goes, as an API call.
+    function loadFormToken() {
+      formToken = null;
+      fetch(tokenUrl, { mode: "cors", credentials: "omit", cache: "no-store" })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (found) {
+          if (found && typeof found.form_token === "string") { formToken = found.form_token; }
+        })
+        .catch(function () { /* sent without: the server's other checks remain */ });
+    }
+
+    function captchaAnswer() {
+      try { return captchaApi ? captchaApi.getResponse(captchaId) || "" : ""; } catch (e) {
+        return "";
+      }
+    }
+
+    // Each answer counts once with the provider: after a refusal the visitor needs a new one.
+    function resetCaptcha() {
+      try { if (captchaApi) { captchaApi.reset(captchaId); } } catch (e) { /* shown anew */ }
+    }
+
+    function showCaptcha() {
+      if (!captchaSettings || captchaBox) { return; }
+      var name = CAPTCHA_APIS[captchaSettings.provider];
+      if (!name || typeof captchaSettings.script !== "string") { return; }
+      captchaBox = document.createElement("div");
+      captchaBox.setAttribute("slot", "captcha");
+      host.appendChild(captchaBox);
+      fieldBoxes.captcha.hidden = false;
+      function render() {
+        var api = window[name];
+        if (!api || typeof api.render !== "function") { return false; }
+        captchaId = api.render(captchaBox, { sitekey: captchaSettings.site_key });
+        captchaApi = api;
+        return true;
+      }
+      var loader = document.createElement("script");
+      loader.src = captchaSettings.script + "?render=explicit";
+      loader.async = true;
+      loader.addEventListener("load", function () {
+        var api = window[name];
+        if (api && typeof api.ready === "function") {
+          api.ready(render);
+        } else {
+          render();
+        }
+      });
+      (document.head || document.documentElement).appendChild(loader);
     }
 
     // The choice of times: "as soon as possible", then a group of slots per day in the
@@ -379,10 +477,13 @@
 
     function open() {
       if (!dialog.open) {
-        if (done.hidden) { key = randomKey(); sent = false; loadSlots(); }
-        if (typeof dialog.showModal === "function") {
+        if (done.hidden) { key = randomKey(); sent = false; loadSlots(); loadFormToken(); }
+        showCaptcha();
+        if (modal) {
           dialog.showModal();
         } else {
+          // Not in the top layer: placed by .floating over the page instead.
+          dialog.className = "floating";
           dialog.setAttribute("open", "");
         }
       }
@@ -403,12 +504,25 @@
       if (sending) { return; }
       clearErrors();
       var body = {
-        subscriber: subscriber, when: inputs.when.value || "asap", page_url: location.href
+        subscriber: subscriber, when: inputs.when.value || "asap", page_url: location.href,
+        consent: inputs.consent.checked, website: honeypot.value
       };
       FIELDS.forEach(function (name) { body[name] = inputs[name].value.trim(); });
+      if (formToken) { body.form_token = formToken; }
       if (!body.phone) {
         showError(TEXT.phoneMissing, "phone");
         return;
+      }
+      if (!body.consent) {
+        showError(TEXT.consentMissing, "consent");
+        return;
+      }
+      if (captchaApi) {
+        body.captcha = captchaAnswer();
+        if (!body.captcha) {
+          showError(TEXT.captchaMissing, "captcha");
+          return;
+        }
       }
       sent = true;
       setSending(true);
@@ -430,7 +544,10 @@
         return response.json().catch(function () { return null; }).then(function (answer) {
           if (response.ok && answer && typeof answer.status_url === "string") {
             showDone(answer.status_url, answer.when_text);
-          } else if (answer && answer.error && typeof answer.error.message === "string") {
+            return;
+          }
+          resetCaptcha();
+          if (answer && answer.error && typeof answer.error.message === "string") {
             showError(answer.error.message, answer.error.field);
             // Taken meanwhile, or no longer possible: the message says so, the list shows it.
             if (answer.error.field === "when") { loadSlots(); }
@@ -439,6 +556,7 @@
           }
         });
       }, function () {
+        resetCaptcha();
         showError(TEXT.unreachable, null);
       }).catch(function () {
         showError(TEXT.failed, null);
@@ -459,7 +577,7 @@
     dialog.addEventListener("close", function () { launcher.focus(); });
     // A modal <dialog> closes on Escape by itself; without showModal, by this.
     dialog.addEventListener("keydown", function (event) {
-      if (event.key === "Escape" && typeof dialog.showModal !== "function") { close(); }
+      if (event.key === "Escape" && !modal) { close(); }
     });
     // A click on the dimmed page around the dialog closes it.
     dialog.addEventListener("click", function (event) {
@@ -490,6 +608,9 @@
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (found) {
         if (found && typeof found.name === "string") { business = found.name; }
+        if (found && found.captcha && typeof found.captcha.site_key === "string") {
+          captchaSettings = found.captcha;
+        }
         if (found && found.text) {
           Object.keys(TEXT).forEach(function (key) {
             if (typeof found.text[key] === "string") { TEXT[key] = found.text[key]; }

@@ -9,7 +9,6 @@ a new subscriber's widget key, in the answer that creates them.
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from cbserver import admin_tokens, intake
+from cbserver import admin_tokens, audit, captcha, intake, number_policy
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
 from cbserver.errors import BadRequest, CbError, Conflict, Invalid, NotFound
@@ -26,15 +25,17 @@ from cbserver.models import (
     Agent,
     AgentAssignment,
     ApiToken,
+    AuditEvent,
     CallbackRequest,
+    DeniedNumber,
     RequestStatus,
     Subscriber,
 )
+from cbserver.views import bodies
 from cbserver.views.present import present
 from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
-log = logging.getLogger("cbserver.admin")
 
 CANCEL_REASON = "canceled by an admin"
 STATUSES = tuple(status.value for status in RequestStatus)
@@ -60,12 +61,17 @@ SUBSCRIBER_FIELDS = SUBSCRIBER_TEXT + SUBSCRIBER_NUMBERS + SUBSCRIBER_LISTS
 SUBSCRIBER_REQUIRED = ("slug", "display_name", "country", "caller_id")
 AGENT_FIELDS = ("name", "contact", "dtmf_mode")
 REQUEST_FILTERS = ("subscriber", "status", "phone", "created_from", "created_to", "limit", "offset")
+AUDIT_FILTERS = ("subscriber", "action", "since", "limit")
+DENY_FIELDS = ("pattern", "prefix", "reason", "subscriber")
 
 # What may be looked up at all; anything else cannot exist, and is not sent to the database.
 _REQUEST_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 _E164 = re.compile(r"\+[1-9][0-9]{2,14}")
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 _WHOLE = re.compile(r"[0-9]{1,12}")
+_ACTIONS = re.compile(r"[a-z_]{1,60}(?:,[a-z_]{1,60})*")
+# Row ids are 32-bit integers on every database.
+MAX_ID = 2**31 - 1
 
 
 class Forbidden(CbError):
@@ -87,6 +93,10 @@ def _presented() -> str | None:
 @blueprint.before_request
 def authenticate() -> None:
     g.admin_token = admin_tokens.authenticate(db_session(), _presented())
+
+
+# After authentication: who has no token learns nothing, not even what a body should hold.
+blueprint.before_request(bodies.check_json_body)
 
 
 @blueprint.after_request
@@ -119,9 +129,21 @@ def _require_all_subscribers(action: str) -> None:
         )
 
 
-def _audit(action: str, *args: object) -> None:
-    token = _token()
-    log.info("admin token %s (%s): " + action, token.id, token.name, *args)
+def _audit(
+    session: Session, action: str, detail: str, *, subscriber: Subscriber | None = None
+) -> None:
+    """Record what the token did, and commit: with the change itself when it is still pending
+    (deny-list, number types), else right after the service that committed it, so a refused
+    change is never recorded."""
+    audit.record(
+        session,
+        _token().name,
+        action,
+        detail,
+        subscriber_id=subscriber.id if subscriber is not None else None,
+        at=now(),
+    )
+    session.commit()
 
 
 # --- finding what the token may see ----------------------------------------------------------
@@ -212,6 +234,13 @@ def _whole_number(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
+def _flag(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise _wrong_type(name, "true or false")
+    return value
+
+
 def _text_list(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
@@ -243,6 +272,7 @@ def _subscriber_json(subscriber: Subscriber) -> dict[str, Any]:
         # Empty: the subscriber's own country only.
         "allowed_countries": [c for c in subscriber.allowed_countries.split(",") if c],
         "allowed_origins": subscriber.allowed_origin_list,
+        "number_types": number_policy.type_names(subscriber),
         "active": subscriber.active,
         "created_at": _iso(subscriber.created_at),
         # In the order they are called.
@@ -333,7 +363,7 @@ def create_subscriber() -> tuple[Response, int, dict[str, str]]:
         if exc.field == "slug" and _subscriber_exists(session, slug):
             raise Conflict(str(exc), field="slug", code="subscriber_exists") from exc
         raise Invalid(str(exc), field=exc.field) from exc
-    _audit("added subscriber %s", created.slug)
+    _audit(session, "subscriber_added", f"added subscriber {created.slug}", subscriber=created)
     answer = _subscriber_json(created)
     # Shown here as `cbserver subscriber add` shows it, and not in the other answers.
     answer["widget_key"] = created.widget_key
@@ -371,8 +401,58 @@ def change_schedule(slug: str) -> Response:
     except subscribers_service.SubscriberError as exc:
         session.rollback()
         raise Invalid(str(exc), field=exc.field) from exc
-    _audit("changed the schedule of %s: %s", subscriber.slug, ", ".join(sorted(body)))
+    _audit(
+        session,
+        "schedule_changed",
+        f"changed the schedule of {subscriber.slug}: {', '.join(sorted(body))}",
+        subscriber=subscriber,
+    )
     return jsonify(subscribers_service.schedule_of(subscriber))
+
+
+# --- a CAPTCHA on the subscriber's form and widget (see captcha.py) ---------------------------
+
+CAPTCHA_FIELDS = ("provider", "site_key", "secret", "verify_url")
+
+
+@blueprint.get("/subscribers/<slug>/captcha")
+def get_captcha(slug: str) -> Response:
+    return jsonify(captcha.shown(_subscriber(db_session(), slug)))
+
+
+@blueprint.put("/subscribers/<slug>/captcha")
+def set_captcha(slug: str) -> Response:
+    """Turn the subscriber's CAPTCHA on (a provider, its site key and secret) or off
+    (provider null). The secret is taken, never shown; left out, the one set before stays."""
+    session = db_session()
+    subscriber = _subscriber(session, slug)
+    body = _json_object()
+    _check_fields(body, CAPTCHA_FIELDS, ())
+    if "provider" not in body:
+        raise BadRequest(
+            "The field provider is required (null turns the CAPTCHA off).",
+            field="provider",
+            code="missing_field",
+        )
+    try:
+        captcha.configure(
+            subscriber,
+            provider=_text(body, "provider"),
+            site_key=_text(body, "site_key"),
+            secret=_text(body, "secret"),
+            verify_url=_text(body, "verify_url"),
+        )
+    except captcha.CaptchaError as exc:
+        session.rollback()
+        raise Invalid(str(exc), field=exc.field.removeprefix("captcha_")) from exc
+    session.commit()
+    _audit(
+        session,
+        "captcha_changed",
+        f"CAPTCHA of {subscriber.slug}: {captcha.describe(subscriber)}",
+        subscriber=subscriber,
+    )
+    return jsonify(captcha.shown(subscriber))
 
 
 # --- agents ----------------------------------------------------------------------------------
@@ -412,7 +492,8 @@ def create_agent() -> tuple[Response, int]:
         if exc.field == "name" and _agent_named(session, name) is not None:
             raise Conflict(str(exc), field="name", code="agent_exists") from exc
         raise Invalid(str(exc), field=exc.field) from exc
-    _audit("added agent %s", created.agent.name)
+    phone = f"at {created.agent.contact}" if created.agent.contact else "(a registering phone)"
+    _audit(session, "agent_added", f"added agent {created.agent.name} {phone}")
     # TODO(asterisk): a running Asterisk learns of the agent only when the command line next
     # syncs agents (`cbserver agent add`, `cbserver asterisk start`); see the report.
     answer = _agent_json(created.agent)
@@ -446,7 +527,12 @@ def assign_agent(slug: str, agent: str) -> tuple[Response, int]:
         subscribers_service.assign_agent(session, subscriber.slug, found.name, priority=priority)
     except subscribers_service.SubscriberError as exc:
         raise Invalid(str(exc), field=exc.field) from exc
-    _audit("assigned agent %s to %s (priority %s)", found.name, subscriber.slug, priority)
+    _audit(
+        session,
+        "agent_assigned",
+        f"assigned agent {found.name} to {subscriber.slug} (priority {priority})",
+        subscriber=subscriber,
+    )
     return jsonify(_subscriber_json(subscriber)), 200 if current is not None else 201
 
 
@@ -463,19 +549,24 @@ def unassign_agent(slug: str, agent: str) -> Response:
             field="agent",
             code="not_assigned",
         )
-    _audit("unassigned agent %s from %s", found.name, subscriber.slug)
+    _audit(
+        session,
+        "agent_unassigned",
+        f"unassigned agent {found.name} from {subscriber.slug}",
+        subscriber=subscriber,
+    )
     return jsonify(_subscriber_json(subscriber))
 
 
 # --- call-back requests ----------------------------------------------------------------------
 
 
-def _query() -> dict[str, str]:
+def _query(known: tuple[str, ...] = REQUEST_FILTERS) -> dict[str, str]:
     """The request's query parameters, each given at most once; empty ones left out."""
-    unknown = sorted(set(request.args) - set(REQUEST_FILTERS))
+    unknown = sorted(set(request.args) - set(known))
     if unknown:
         raise BadRequest(
-            f"Unknown query parameter: {unknown[0]} (known: {', '.join(REQUEST_FILTERS)}).",
+            f"Unknown query parameter: {unknown[0]} (known: {', '.join(known)}).",
             field=unknown[0],
             code="unknown_parameter",
         )
@@ -603,7 +694,12 @@ def reschedule_request(request_id: str) -> Response:
     when = _text(body, "when")
     intake.reschedule(session, callback, when, "moved by an admin", now=now())
     request_stored(True)
-    _audit("moved request %s to %s", callback.id, when)
+    _audit(
+        session,
+        "request_moved",
+        f"moved request {callback.id} to {(when or '').strip()}",
+        subscriber=callback.subscriber,
+    )
     session.expire(callback, ["events"])
     return jsonify(_request_detail(session, callback))
 
@@ -613,6 +709,183 @@ def cancel_request(request_id: str) -> Response:
     session = db_session()
     callback = _callback(session, request_id)
     intake.cancel(session, callback, CANCEL_REASON)
-    _audit("canceled request %s", callback.id)
+    _audit(
+        session,
+        "request_canceled",
+        f"canceled request {callback.id}",
+        subscriber=callback.subscriber,
+    )
     session.expire(callback, ["events"])
     return jsonify(_request_detail(session, callback))
+
+
+# --- which numbers are called ------------------------------------------------------------------
+
+
+def _number_types_json(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "number_types": number_policy.type_names(subscriber),
+        "default": subscriber.number_types is None,
+    }
+
+
+@blueprint.get("/subscribers/<slug>/number-types")
+def get_number_types(slug: str) -> Response:
+    return jsonify(_number_types_json(_subscriber(db_session(), slug)))
+
+
+@blueprint.put("/subscribers/<slug>/number-types")
+def set_number_types(slug: str) -> Response:
+    """Which kinds of numbers the subscriber's visitors may give; null for the default."""
+    # Allowing premium-rate numbers costs whoever pays the trunk: not for a business's token.
+    _require_all_subscribers("change which kinds of numbers are called")
+    session = db_session()
+    subscriber = _subscriber(session, slug)
+    body = _json_object()
+    _check_fields(body, ("number_types",), ())
+    if "number_types" not in body:
+        raise BadRequest(
+            "The field number_types is required (null for the default).",
+            field="number_types",
+            code="missing_field",
+        )
+    try:
+        subscriber.number_types = number_policy.validate_number_types(
+            _text_list(body, "number_types")
+        )
+    except number_policy.PolicyError as exc:
+        raise Invalid(str(exc), field=exc.field, code="bad_number_types") from exc
+    names = ", ".join(number_policy.type_names(subscriber))
+    _audit(
+        session,
+        "number_types_changed",
+        f"{subscriber.slug} calls {names}",
+        subscriber=subscriber,
+    )
+    return jsonify(_number_types_json(subscriber))
+
+
+# --- the deny-list -----------------------------------------------------------------------------
+
+
+def _denied_json(session: Session, entry: DeniedNumber) -> dict[str, Any]:
+    owner = session.get(Subscriber, entry.subscriber_id) if entry.subscriber_id else None
+    return {
+        "id": entry.id,
+        "pattern": entry.pattern,
+        "prefix": entry.is_prefix,
+        # None: every subscriber.
+        "subscriber": owner.slug if owner is not None else None,
+        "reason": entry.reason,
+        "created_at": _iso(entry.created_at),
+    }
+
+
+@blueprint.get("/denied-numbers")
+def list_denied_numbers() -> Response:
+    """Every entry; a token for one subscriber: those for every subscriber, and its own."""
+    session = db_session()
+    entries = number_policy.list_entries(session, subscriber_id=_scope())
+    return jsonify(items=[_denied_json(session, e) for e in entries])
+
+
+@blueprint.post("/denied-numbers")
+def add_denied_number() -> tuple[Response, int]:
+    session = db_session()
+    body = _json_object()
+    _check_fields(body, DENY_FIELDS, ("pattern",))
+    pattern = _text(body, "pattern") or ""
+    prefix = bool(_flag(body, "prefix"))
+    reason = _text(body, "reason") or ""
+    slug = _text(body, "subscriber")
+    scope = _scope()
+    owner: Subscriber | None = None
+    if slug is not None:
+        owner = _subscriber(session, slug)
+    elif scope is not None:
+        # A business's token denies numbers for that business.
+        owner = session.get(Subscriber, scope)
+    try:
+        entry = number_policy.validate_entry(pattern, prefix=prefix, reason=reason)
+        denied = number_policy.add_entry(session, entry, owner.id if owner else None)
+    except number_policy.AlreadyDenied as exc:
+        raise Conflict(str(exc), field=exc.field, code="denied_number_exists") from exc
+    except number_policy.PolicyError as exc:
+        raise Invalid(str(exc), field=exc.field, code=f"bad_{exc.field}") from exc
+    detail = number_policy.describe(denied, owner.slug if owner else None)
+    _audit(session, "denied_number_added", f"denied {detail}", subscriber=owner)
+    return jsonify(_denied_json(session, denied)), 201
+
+
+@blueprint.delete("/denied-numbers/<entry_id>")
+def remove_denied_number(entry_id: str) -> Response:
+    session = db_session()
+    found = None
+    if _WHOLE.fullmatch(entry_id) and int(entry_id) <= MAX_ID:
+        found = session.get(DeniedNumber, int(entry_id))
+    scope = _scope()
+    if found is None or (scope is not None and found.subscriber_id not in (None, scope)):
+        raise NotFound(
+            f"there is no deny-list entry with id {entry_id!r}",
+            field="id",
+            code="denied_number_not_found",
+        )
+    if scope is not None and found.subscriber_id is None:
+        raise Forbidden(
+            "This entry is for every subscriber: a token for one subscriber can read it but not "
+            "remove it. Use a token for all subscribers."
+        )
+    owner = session.get(Subscriber, found.subscriber_id) if found.subscriber_id else None
+    shown = _denied_json(session, found)
+    session.delete(found)
+    detail = number_policy.describe(found, owner.slug if owner else None)
+    _audit(session, "denied_number_removed", f"no longer denied: {detail}", subscriber=owner)
+    return jsonify(shown)
+
+
+# --- the audit log -----------------------------------------------------------------------------
+
+
+@blueprint.get("/audit")
+def list_audit_events() -> Response:
+    """What admins did and what was refused, newest first; a token for one subscriber sees
+    only that subscriber's rows."""
+    session = db_session()
+    query = _query(AUDIT_FILTERS)
+    limit = _bounded("limit", query["limit"], LIMIT) if "limit" in query else DEFAULT_LIMIT
+    conditions: list[ColumnElement[bool]] = []
+    scope = _scope()
+    if scope is not None:
+        conditions.append(AuditEvent.subscriber_id == scope)
+    if "subscriber" in query:
+        conditions.append(AuditEvent.subscriber_id == _subscriber(session, query["subscriber"]).id)
+    if "action" in query:
+        if not _ACTIONS.fullmatch(query["action"]):
+            raise Invalid(
+                f"action {query['action']!r} must be one or more (comma-separated) action codes "
+                "like number_refused or subscriber_added",
+                field="action",
+                code="bad_action",
+            )
+        conditions.append(AuditEvent.action.in_(query["action"].split(",")))
+    if "since" in query:
+        conditions.append(AuditEvent.at >= _moment("since", query["since"]))
+    rows = session.execute(
+        select(AuditEvent, Subscriber.slug)
+        .outerjoin(Subscriber, Subscriber.id == AuditEvent.subscriber_id)
+        .where(*conditions)
+        .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        .limit(limit)
+    )
+    items = [
+        {
+            "id": event.id,
+            "at": _iso(event.at),
+            "actor": event.actor,
+            "action": event.action,
+            "subscriber": slug,
+            "detail": event.detail,
+        }
+        for event, slug in rows
+    ]
+    return jsonify(items=items, limit=limit)

@@ -7,19 +7,21 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
-from cbserver import intake
+from cbserver import bots, captcha, intake, ratelimits, subscribers
 from cbserver.errors import BadRequest, Invalid
 from cbserver.i18n import _, use_language
 from cbserver.intake import Submission
-from cbserver.models import Subscriber
-from cbserver.views import widget
+from cbserver.views import bodies, widget
 from cbserver.views.present import present, slot_listing, status_url, when_text
 from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+blueprint.before_request(bodies.check_json_body)
 FIELDS = ("subscriber", "phone", "name", "topic", "when", "page_url")
+# The bot checks the widget sends (see bots.py), and the answer of the subscriber's CAPTCHA
+# when it has one (see captcha.py).
+CHECK_FIELDS = (bots.HONEYPOT_FIELD, "form_token", "captcha")
 REQUIRED = ("subscriber", "phone")
 MAX_SLOT_DAYS = 31
 _DAYS = re.compile(r"[0-9]{1,3}")
@@ -37,7 +39,7 @@ def _json_body() -> dict[str, Any]:
 
 
 def _submission(body: dict[str, Any]) -> Submission:
-    unknown = sorted(set(body) - set(FIELDS))
+    unknown = sorted(set(body) - {*FIELDS, *CHECK_FIELDS, "consent"})
     if unknown:
         raise BadRequest(
             _("Unknown field: %(field)s.", field=unknown[0]), field=unknown[0], code="unknown_field"
@@ -47,11 +49,17 @@ def _submission(body: dict[str, Any]) -> Submission:
             raise BadRequest(
                 _("The field %(field)s is required.", field=name), field=name, code="missing_field"
             )
-    for name in FIELDS:
+    for name in (*FIELDS, *CHECK_FIELDS):
         if body.get(name) is not None and not isinstance(body[name], str):
             raise BadRequest(
                 _("The field %(field)s must be text.", field=name), field=name, code="wrong_type"
             )
+    if body.get("consent") is not None and not isinstance(body["consent"], bool):
+        raise BadRequest(
+            _("The field consent must be true or false."),
+            field="consent",
+            code="wrong_type",
+        )
     return Submission(
         subscriber=body["subscriber"],
         phone=body["phone"],
@@ -60,6 +68,8 @@ def _submission(body: dict[str, Any]) -> Submission:
         when=body.get("when") or "asap",
         page_url=body.get("page_url"),
         idempotency_key=request.headers.get("Idempotency-Key"),
+        client=request.remote_addr,
+        consent=body.get("consent") is True,
     )
 
 
@@ -71,7 +81,7 @@ def _token() -> str | None:
 
 
 def _speak_subscribers_language(slug: object) -> None:
-    subscriber = db_session().scalar(select(Subscriber).where(Subscriber.slug == slug))
+    subscriber = subscribers.find_active(db_session(), slug)
     if subscriber is not None:
         use_language(subscriber.language)
 
@@ -103,8 +113,18 @@ def create_callback() -> tuple[Response, int]:
     body = _json_body()
     _speak_subscribers_language(body.get("subscriber"))
     widget.check_origin(body.get("subscriber"))  # CORS: a refused page stores nothing
+    ratelimits.check_submitter()
     submission = _submission(body)
-    submitted = intake.submit(session, submission, now=now())
+    subscriber = intake.find_subscriber(session, submission.subscriber)
+    # The widget sends these; a server-side integration need not (it meets the limits).
+    bots.check_request(
+        subscriber,
+        honeypot=body.get(bots.HONEYPOT_FIELD),
+        token=body.get("form_token"),
+        token_required=False,
+    )
+    captcha.verify(subscriber, body.get("captcha"), ratelimits.client_ip())
+    submitted = intake.submit(session, submission, now=now(), admit=ratelimits.admit)
     request_stored(submitted.created)
     callback = submitted.request
     # A replayed Idempotency-Key gets the first answer again; a number already waiting, 200.

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from cbserver import subscribers
+from cbserver import bots, captcha, number_policy, subscribers
 from cbserver.agents import DTMF_MODES
 from cbserver.hours import MAX_EXCEPTIONS, MAX_INTERVALS_PER_DAY, WEEKDAYS
 from cbserver.intake import MAX_IDEMPOTENCY_KEY, MAX_NAME, MAX_PAGE_URL, MAX_TOPIC
@@ -70,11 +70,13 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "subscriber": {
                 "type": "string",
+                "minLength": 1,
                 "description": "the business's slug",
                 "example": "acme",
             },
             "phone": {
                 "type": "string",
+                "minLength": 1,
                 "description": "E.164, or national in the business's country",
                 "example": "+12015550123",
             },
@@ -87,6 +89,24 @@ SCHEMAS: dict[str, Any] = {
                 "example": "asap",
             },
             "page_url": {"type": ["string", "null"], "maxLength": MAX_PAGE_URL},
+            "consent": {
+                "type": ["boolean", "null"],
+                "description": "true: the visitor agrees to be called at this number (required "
+                "to be true)",
+            },
+            "captcha": {
+                "type": ["string", "null"],
+                "maxLength": captcha.MAX_ANSWER,
+                "description": "the answer of the business's CAPTCHA, when it has one",
+            },
+            "form_token": {
+                "type": ["string", "null"],
+                "description": "the widget's token of when its form was shown",
+            },
+            bots.HONEYPOT_FIELD: {
+                "type": ["string", "null"],
+                "description": "leave it out or empty: only bots fill it in",
+            },
         },
     },
     "CallbackCreated": {
@@ -349,6 +369,7 @@ PATHS: dict[str, Any] = {
                     "required": False,
                     "description": "the first day, in the business's time zone; default today",
                     "schema": {"type": "string", "format": "date"},
+                    "allowEmptyValue": True,
                 },
                 {
                     "name": "days",
@@ -356,6 +377,7 @@ PATHS: dict[str, Any] = {
                     "required": False,
                     "description": "how many days; default and most: the booking window",
                     "schema": {"type": "integer", "minimum": 1, "maximum": api.MAX_SLOT_DAYS},
+                    "allowEmptyValue": True,
                 },
             ],
             "responses": {
@@ -384,6 +406,25 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+# Rate limits (ratelimits.py): every public call may be refused for a while.
+_RATE_LIMITED = {
+    **_error("too many requests from this address, for this number or for this business"),
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before asking again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+for _path, _operations in PATHS.items():
+    if _path.startswith("/api/v1/"):
+        for _operation in _operations.values():
+            _operation["responses"]["429"] = _RATE_LIMITED
+PATHS["/api/v1/callbacks"]["post"]["responses"]["503"] = _error(
+    "the business's CAPTCHA provider cannot be asked just now: nothing was stored"
+)
 
 
 # --- the admin API (/api/v1/admin, views/admin.py) -------------------------------------------
@@ -477,6 +518,11 @@ ADMIN_SCHEMAS: dict[str, Any] = {
                 "description": "empty: the subscriber's own country only",
             },
             "allowed_origins": {"type": "array", "items": _TEXT},
+            "number_types": {
+                "type": "array",
+                "items": _TEXT,
+                "description": "the kinds of numbers visitors may give (see number-types)",
+            },
             "active": {"type": "boolean"},
             "created_at": _TIME,
             "agents": {
@@ -687,7 +733,12 @@ ADMIN_SCHEMAS: dict[str, Any] = {
         "type": "array",
         "maxItems": MAX_INTERVALS_PER_DAY,
         "description": "a day's openings in local time, not overlapping; [] closed",
-        "items": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$"},
+        "items": {
+            "type": "string",
+            "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$",
+            # Said to whoever sends another: "'9-5' is not an opening like 09:00-17:30".
+            "description": "an opening like 09:00-17:30",
+        },
         "example": ["09:00-17:00"],
     },
     "RetryRules": {
@@ -750,6 +801,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
         "required": False,
         "description": description,
         "schema": schema,
+        # Given empty (a filter form's blank field) is as if not given.
+        "allowEmptyValue": True,
     }
 
 
@@ -956,6 +1009,267 @@ ADMIN_PATHS: dict[str, Any] = {
 }
 
 
+# --- the number policy, the deny-list and the audit log (admin) ------------------------------
+
+_TYPE_NAMES = {"type": "string", "enum": list(number_policy.TYPE_NAMES)}
+_ENTRY_ID = {"name": "entry_id", "in": "path", "required": True, "schema": _TEXT}
+
+SECURITY_SCHEMAS: dict[str, Any] = {
+    "AdminNumberTypes": {
+        "type": "object",
+        "required": ["number_types", "default"],
+        "properties": {
+            "number_types": {
+                "type": "array",
+                "items": _TYPE_NAMES,
+                "description": "the kinds of numbers visitors may give",
+            },
+            "default": {
+                "type": "boolean",
+                "description": "true: the default (" + ", ".join(number_policy.DEFAULT_TYPES) + ")",
+            },
+        },
+    },
+    "AdminNumberTypesChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["number_types"],
+        "properties": {
+            "number_types": {
+                "type": ["string", "array", "null"],
+                "items": _TEXT,
+                "description": "comma-separated, or a list; null: the default. Known: "
+                + ", ".join(number_policy.TYPE_NAMES),
+                "example": ["fixed_line", "mobile", "fixed_line_or_mobile"],
+            }
+        },
+    },
+    "AdminDeniedNumberCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["pattern"],
+        "properties": {
+            "pattern": {
+                "type": "string",
+                "description": "'+' and digits, E.164: a number, or with prefix a prefix of at "
+                "least 2 digits",
+                "example": "+4490",
+            },
+            "prefix": {
+                "type": ["boolean", "null"],
+                "description": "true: every number that starts with pattern; default false",
+            },
+            "reason": {"type": ["string", "null"], "maxLength": number_policy.MAX_REASON},
+            "subscriber": {
+                "type": ["string", "null"],
+                "description": "only for this subscriber's visitors; default: every subscriber "
+                "(a token for one subscriber: its own)",
+            },
+        },
+    },
+    "AdminDeniedNumber": {
+        "type": "object",
+        "required": ["id", "pattern", "prefix", "subscriber", "reason", "created_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "pattern": _TEXT,
+            "prefix": {"type": "boolean"},
+            "subscriber": {
+                "type": ["string", "null"],
+                "description": "the subscriber's slug; null: every subscriber",
+            },
+            "reason": _TEXT,
+            "created_at": _TIME,
+        },
+    },
+    "AdminDeniedNumberList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": _ref("AdminDeniedNumber"),
+                "description": "oldest first",
+            }
+        },
+    },
+    "AdminAuditList": {
+        "type": "object",
+        "required": ["items", "limit"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "description": "newest first",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "at", "actor", "action", "subscriber", "detail"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "at": _TIME,
+                        "actor": {
+                            "type": "string",
+                            "description": "an admin token's name, cli, or visitor and the "
+                            "client's address",
+                        },
+                        "action": {
+                            "type": "string",
+                            "description": "a stable code, like subscriber_added or number_refused",
+                        },
+                        "subscriber": {
+                            "type": ["string", "null"],
+                            "description": "the subscriber's slug, if it concerns one",
+                        },
+                        "detail": _TEXT,
+                    },
+                },
+            },
+            "limit": {"type": "integer"},
+        },
+    },
+}
+
+SECURITY_PATHS: dict[str, Any] = {
+    "/api/v1/admin/subscribers/{slug}/number-types": {
+        "get": _admin(
+            "adminGetNumberTypes",
+            "Which kinds of numbers the subscriber's visitors may give",
+            {"200": _json("the number types", "AdminNumberTypes"), "404": _error(_HIDDEN)},
+            parameters=[_SLUG],
+        ),
+        "put": _admin(
+            "adminSetNumberTypes",
+            "Set which kinds of numbers the subscriber's visitors may give (a token for all "
+            "subscribers only: allowing premium-rate numbers costs whoever pays the trunk)",
+            {
+                "200": _json("set; the number types", "AdminNumberTypes"),
+                "403": _error("the token is for one subscriber"),
+                "404": _error(_HIDDEN),
+                "422": _error("an unknown number type, or none"),
+            },
+            parameters=[_SLUG],
+            body="AdminNumberTypesChange",
+        ),
+    },
+    "/api/v1/admin/denied-numbers": {
+        "get": _admin(
+            "adminListDeniedNumbers",
+            "The deny-list: numbers and prefixes never called (a token for one subscriber: "
+            "those for every subscriber, and its own)",
+            {"200": _json("the entries", "AdminDeniedNumberList")},
+        ),
+        "post": _admin(
+            "adminDenyNumber",
+            "Deny a number, or every number under a prefix, for every subscriber or for one",
+            {
+                "201": _json("denied", "AdminDeniedNumber"),
+                "404": _error(_HIDDEN),
+                "409": _error("the entry is on the list already"),
+                "422": _error("a pattern or reason that cannot be used (named in error.field)"),
+            },
+            body="AdminDeniedNumberCreate",
+        ),
+    },
+    "/api/v1/admin/denied-numbers/{entry_id}": {
+        "delete": _admin(
+            "adminUndenyNumber",
+            "Remove an entry from the deny-list",
+            {
+                "200": _json("removed; the entry it was", "AdminDeniedNumber"),
+                "403": _error("an entry for every subscriber, and a token for one"),
+                "404": _error("no such entry, or one for another subscriber"),
+            },
+            parameters=[_ENTRY_ID],
+        )
+    },
+    "/api/v1/admin/audit": {
+        "get": _admin(
+            "adminListAuditEvents",
+            "The audit log: what admins did and what was refused, newest first (a token for "
+            "one subscriber: that subscriber's rows)",
+            {
+                "200": _json("the rows", "AdminAuditList"),
+                "400": _error("an unknown or repeated query parameter"),
+                "404": _error(_HIDDEN),
+                "422": _error("a filter that cannot be read (named in error.field)"),
+            },
+            parameters=[
+                _query("subscriber", _TEXT, "a subscriber's slug"),
+                _query("action", _TEXT, "one or more action codes, comma-separated"),
+                _query(
+                    "since",
+                    {"type": "string", "format": "date-time"},
+                    "at or after this time (ISO 8601 with a zone)",
+                ),
+                _query(
+                    "limit",
+                    _whole(admin.LIMIT),
+                    f"at most this many rows (default {admin.DEFAULT_LIMIT})",
+                ),
+            ],
+        )
+    },
+}
+
+
+# --- a subscriber's CAPTCHA (captcha.py) ------------------------------------------------------
+
+CAPTCHA_SCHEMAS: dict[str, Any] = {
+    "AdminCaptcha": {
+        "type": "object",
+        "required": ["provider", "site_key", "secret_set", "verify_url"],
+        "properties": {
+            "provider": {**_nullable_enum(tuple(captcha.PROVIDERS)), "description": "null: off"},
+            "site_key": _NULLABLE_TEXT,
+            "secret_set": {"type": "boolean", "description": "the secret is never shown"},
+            "verify_url": {
+                **_NULLABLE_TEXT,
+                "description": "where answers are checked; null: the provider's own address",
+            },
+        },
+    },
+    "AdminCaptchaChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["provider"],
+        "properties": {
+            "provider": {
+                **_nullable_enum(tuple(captcha.PROVIDERS)),
+                "description": "null turns the CAPTCHA off",
+            },
+            "site_key": {"type": ["string", "null"], "maxLength": captcha.MAX_KEY},
+            "secret": {
+                "type": ["string", "null"],
+                "maxLength": captcha.MAX_KEY,
+                "description": "left out: the one set before stays",
+            },
+            "verify_url": {"type": ["string", "null"], "maxLength": captcha.MAX_VERIFY_URL},
+        },
+    },
+}
+
+CAPTCHA_PATHS: dict[str, Any] = {
+    "/api/v1/admin/subscribers/{slug}/captcha": {
+        "get": _admin(
+            "adminGetCaptcha",
+            "The subscriber's CAPTCHA on its form and widget (never the secret)",
+            {"200": _json("the CAPTCHA", "AdminCaptcha"), "404": _error(_HIDDEN)},
+            parameters=[_SLUG],
+        ),
+        "put": _admin(
+            "adminSetCaptcha",
+            "Turn the subscriber's CAPTCHA on (Turnstile, hCaptcha or reCAPTCHA) or off",
+            {
+                "200": _json("set; the CAPTCHA", "AdminCaptcha"),
+                "404": _error(_HIDDEN),
+                "422": _error("no site key or secret, or a verify address that is no URL"),
+            },
+            parameters=[_SLUG],
+            body="AdminCaptchaChange",
+        ),
+    },
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -966,9 +1280,9 @@ def document() -> dict[str, Any]:
             "or in a bookable slot), follow it, move it, cancel it; and, under /api/v1/admin, "
             "run the service (subscribers, their schedules, agents, requests).",
         },
-        "paths": {**PATHS, **ADMIN_PATHS},
+        "paths": {**PATHS, **ADMIN_PATHS, **SECURITY_PATHS, **CAPTCHA_PATHS},
         "components": {
-            "schemas": {**SCHEMAS, **ADMIN_SCHEMAS},
+            "schemas": {**SCHEMAS, **ADMIN_SCHEMAS, **SECURITY_SCHEMAS, **CAPTCHA_SCHEMAS},
             "securitySchemes": {
                 "visitorToken": {"type": "http", "scheme": "bearer"},
                 "adminToken": {

@@ -11,6 +11,7 @@ from cbserver import intake
 from cbserver.errors import CbError
 from cbserver.i18n import _, use_language
 from cbserver.models import CallbackRequest
+from cbserver.security import allow_framing
 from cbserver.views.form import chosen_when
 from cbserver.views.present import present, slot_options, status_url
 from cbserver.web import db_session, now, request_stored
@@ -23,6 +24,8 @@ class CancelForm(FlaskForm):
 
 
 def _page(session: Session, callback: CallbackRequest, error: str | None = None) -> str:
+    # The hosted form leads here: where the subscriber lets it be framed, this page may be too.
+    allow_framing(callback.subscriber.allowed_origin_list)
     return render_template(
         "status.html",
         callback=present(session, callback),

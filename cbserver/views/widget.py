@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, g, jsonify, request, send_file
 from sqlalchemy import select
 
+from cbserver import bots, captcha, subscribers
 from cbserver.errors import CbError
 from cbserver.i18n import _, use_language
 from cbserver.intake import find_subscriber
@@ -86,6 +87,9 @@ def _texts() -> dict[str, str]:
         "sending": _("Sending…"),
         "close": _("Close"),
         "phoneMissing": _("Please enter your phone number."),
+        "consent": _("I agree to be called at this number."),
+        "consentMissing": _("Please tick the box to agree that we call you at this number."),
+        "captchaMissing": _("Please complete the check that you are not a robot, then send again."),
         "thanks": _("Thank you — we will call you."),
         "follow": _("Follow your call-back"),
         "unreachable": _("Could not reach the call-back service. Please try again."),
@@ -98,9 +102,26 @@ def widget_texts(slug: str) -> Response:
     """The widget's labels in the business's language; public, like widget.js itself."""
     subscriber = find_subscriber(db_session(), slug)
     use_language(subscriber.language)
-    response = jsonify({"subscriber": slug, "name": subscriber.display_name, "text": _texts()})
+    response = jsonify(
+        {
+            "subscriber": slug,
+            "name": subscriber.display_name,
+            "text": _texts(),
+            # The subscriber's CAPTCHA (provider, site key, script), or null.
+            "captcha": captcha.public_settings(subscriber),
+        }
+    )
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@blueprint.get("/widget/<slug>/form-token.json")
+def form_token(slug: str) -> Response:
+    """The signed time the widget's form was opened (see bots.py): sent back with the form."""
+    subscriber = find_subscriber(db_session(), slug)
+    response = jsonify({"form_token": bots.issue(subscriber)})
+    response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
 
@@ -178,11 +199,7 @@ def check_origin(slug: object) -> None:
     if origin and _own_origin(origin):
         g.cors_origin = origin
         return
-    subscriber = None
-    if isinstance(slug, str):
-        subscriber = db_session().scalar(
-            select(Subscriber).where(Subscriber.slug == slug, Subscriber.active.is_(True))
-        )
+    subscriber = subscribers.find_active(db_session(), slug)
     if subscriber is not None and origin and _listed(origin, subscriber.allowed_origin_list):
         g.cors_origin = origin
         return
@@ -203,9 +220,20 @@ def check_origin(slug: object) -> None:
 def cors_headers(response: Response) -> Response:
     """After a request that ``check_origin`` saw: the allow header, on errors too (the widget
     shows the API's message), and ``Vary: Origin`` since the answer depends on it."""
+    if request.endpoint == "api.create_callback" and not g.get("cors_checked"):
+        _refused_before_the_view()
     if g.get("cors_checked"):
         response.vary.add("Origin")
         origin = g.get("cors_origin")
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
     return response
+
+
+def _refused_before_the_view() -> None:
+    """A body refused before ``check_origin`` ran (see views/bodies.py): readable by the pages
+    that may read a refusal, so a site's owner sees why in the widget."""
+    g.cors_checked = True
+    origin = _request_origin()
+    if origin and (_own_origin(origin) or _allowed_by_any_subscriber(origin)):
+        g.cors_origin = origin

@@ -130,7 +130,9 @@ async def test_agent_accepts_and_the_visitor_is_called_bridged_and_completed(
     visitor = sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "2000")
     # Through the HTTP API, as a visitor's widget posts it; storing it wakes the worker.
     web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
-    created = web.post("/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR})
+    created = web.post(
+        "/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR, "consent": True}
+    )
     assert created.status_code == 201
     request_id = created.json["id"]  # type: ignore[index]
 
@@ -173,7 +175,9 @@ async def test_the_visitors_status_page_shows_each_state_of_the_call(
     sipp("alice", ports.alice, "agent_accepts.xml", "-d", "1000")
     sipp("trunk", ports.trunk, "visitor_rings_then_answers.xml", "-d", "1500")
     web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
-    created = web.post("/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR})
+    created = web.post(
+        "/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR, "consent": True}
+    )
     assert created.status_code == 201
     page = urlsplit(created.json["status_url"])  # type: ignore[index]
 
@@ -204,7 +208,9 @@ def ask_for_a_call_back(
     phone: str = VISITOR,
 ) -> str:
     web = create_app(settings=settings, engine=engine, wake_worker=worker.wake).test_client()
-    created = web.post("/api/v1/callbacks", json={"subscriber": business.slug, "phone": phone})
+    created = web.post(
+        "/api/v1/callbacks", json={"subscriber": business.slug, "phone": phone, "consent": True}
+    )
     assert created.status_code == 201
     return str(created.json["id"])  # type: ignore[index]
 
@@ -470,7 +476,7 @@ async def test_a_web_process_wakes_a_worker_process_at_once(
 
     web = create_app(settings=settings.replace(worker_wake_port=wake_port), engine=engine)
     created = web.test_client().post(
-        "/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR}
+        "/api/v1/callbacks", json={"subscriber": plumber.slug, "phone": VISITOR, "consent": True}
     )
     assert created.status_code == 201
     request_id = created.json["id"]  # type: ignore[index]
@@ -547,7 +553,12 @@ async def test_a_booked_slot_is_dialled_within_a_second_of_its_start(
         slot_start = boundary
         created = web.post(
             "/api/v1/callbacks",
-            json={"subscriber": plumber.slug, "phone": VISITOR, "when": slot_start.isoformat()},
+            json={
+                "subscriber": plumber.slug,
+                "phone": VISITOR,
+                "when": slot_start.isoformat(),
+                "consent": True,
+            },
         )
         assert created.status_code == 201, created.json
         assert created.json["status"] == "scheduled"  # type: ignore[index]

@@ -119,7 +119,8 @@ async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.web_port}/") as web:
             created = await web.post(
-                "api/v1/callbacks", json={"subscriber": "acme", "phone": "+14155550123"}
+                "api/v1/callbacks",
+                json={"subscriber": "acme", "phone": "+14155550123", "consent": True},
             )
             assert created.status_code == 201, created.text
             callback = created.json()

@@ -50,7 +50,7 @@ def staff(session: Session, acme: Subscriber) -> list[Agent]:
 
 
 def ask(session: Session, phone: str, at: datetime, when: str = "asap") -> str:
-    return submit(session, Submission("acme", phone, when=when), now=at).request.id
+    return submit(session, Submission("acme", phone, when=when, consent=True), now=at).request.id
 
 
 @pytest.mark.usefixtures("staff")
@@ -260,7 +260,7 @@ def test_a_batch_takes_no_more_of_a_business_than_it_has_agents_free(
     acme_first = ask(session, "+12015550123", NOW)
     ask(session, "+12015550124", NOW + timedelta(seconds=1))
     bolt_request = submit(
-        session, Submission("bolt", "+12015550125"), now=NOW + timedelta(seconds=2)
+        session, Submission("bolt", "+12015550125", consent=True), now=NOW + timedelta(seconds=2)
     ).request.id
 
     claims = claim_due(session, "worker-a", NOW + timedelta(seconds=3), 10)

@@ -45,7 +45,9 @@ def acme(session: Session) -> Subscriber:
 def ask(
     session: Session, phone: str = US_MOBILE, at: datetime = NOW, **fields: str | None
 ) -> intake.Submitted:
-    return submit(session, Submission(subscriber="acme", phone=phone, **fields), now=at)
+    return submit(
+        session, Submission(subscriber="acme", phone=phone, consent=True, **fields), now=at
+    )
 
 
 def count_requests(session: Session) -> int:
@@ -77,11 +79,11 @@ def test_national_number_is_stored_in_e164_and_queued_now(session: Session) -> N
         ("call me maybe", "phone_characters"),
         (FULLWIDTH_MOBILE, "phone_characters"),
         ("+1 201 555 0123; +1 900 234 5678", "phone_characters"),
-        ("911", "phone_invalid"),
+        ("911", "phone_emergency"),
         ("+1 201 555 01", "phone_invalid"),
         (UK_MOBILE, "phone_country_not_allowed"),
-        (US_PREMIUM, "phone_type_not_allowed"),
-        ("+1 800 234 5678", "phone_type_not_allowed"),
+        (US_PREMIUM, "phone_premium_rate"),
+        ("+1 800 234 5678", "phone_toll_free"),
     ],
 )
 def test_numbers_that_cannot_be_called_are_refused_in_plain_words(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import housekeeping, intake, scheduling
+from cbserver import audit, housekeeping, intake, scheduling
 from cbserver.agents import add_agent
 from cbserver.callflow import retry_or_give_up
 from cbserver.claims import LEASE, claim_next
@@ -20,6 +20,7 @@ from cbserver.errors import Conflict, Invalid
 from cbserver.intake import Submission, submit
 from cbserver.models import (
     AgentAssignment,
+    AuditEvent,
     CallAttempt,
     CallbackRequest,
     OutsideHours,
@@ -62,7 +63,7 @@ def shop(session: Session) -> Subscriber:
 def ask(
     session: Session, phone: str = "+4915112345678", at: datetime = FRIDAY_NOON, when: str = "asap"
 ) -> CallbackRequest:
-    return submit(session, Submission("shop", phone, when=when), now=at).request
+    return submit(session, Submission("shop", phone, when=when, consent=True), now=at).request
 
 
 def booked(session: Session, subscriber: Subscriber, start: datetime) -> int:
@@ -386,6 +387,32 @@ def test_visitor_data_is_erased_after_the_retention_period(session: Session) -> 
     assert (old.visitor_phone, old.visitor_name, old.anonymised_at) == ("", None, FRIDAY_NOON)
     assert recent.visitor_phone == PHONES[1]
     assert still_open.visitor_phone == PHONES[2]
+
+
+def test_what_the_audit_log_holds_of_visitors_is_erased_after_the_retention_period(
+    session: Session,
+) -> None:
+    def refusal(days_ago: int, actor: str) -> AuditEvent:
+        return audit.record(
+            session,
+            actor,
+            "number_refused",
+            "shop: +19005550100 (phone_premium_rate)",
+            at=FRIDAY_NOON - timedelta(days=days_ago),
+        )
+
+    old = refusal(91, "visitor 192.0.2.7")
+    recent = refusal(10, "visitor 192.0.2.8")
+    admin = refusal(91, "ops token")
+    session.commit()
+
+    assert housekeeping.anonymise_old_refusals(session, FRIDAY_NOON, timedelta(days=90)) == 1
+    for event in (old, recent, admin):
+        session.refresh(event)
+    assert (old.actor, old.detail) == ("visitor", housekeeping.ERASED)
+    assert old.action == "number_refused", "what happened stays, only who and which number go"
+    assert recent.detail.startswith("shop: +1900")
+    assert admin.actor == "ops token", "admins' own actions are not visitors' data"
 
 
 # --- position and ETA ----------------------------------------------------------------------

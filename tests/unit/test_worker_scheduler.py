@@ -93,7 +93,9 @@ async def test_a_booking_is_dialled_when_its_time_comes_without_polling(
     slot = NOW + timedelta(minutes=15)
     with sessions() as session:
         request_id = submit(
-            session, Submission("shop", "+12015550123", when=slot.isoformat()), now=NOW
+            session,
+            Submission("shop", "+12015550123", when=slot.isoformat(), consent=True),
+            now=NOW,
         ).request.id
     worker.wake()  # as the web does after storing it
     await asyncio.sleep(0.3)
@@ -116,7 +118,9 @@ async def test_housekeeping_expires_what_waited_past_its_deadline(
         shop = session.scalars(select(Subscriber).where(Subscriber.slug == "shop")).one()
         shop.assignments.clear()  # nobody to call: the request only waits
         session.commit()
-        request_id = submit(session, Submission("shop", "+12015550123"), now=NOW).request.id
+        request_id = submit(
+            session, Submission("shop", "+12015550123", consent=True), now=NOW
+        ).request.id
     clock.advance(timedelta(days=2))
     await until(
         lambda: status_of(sessions, request_id) == RequestStatus.EXPIRED,

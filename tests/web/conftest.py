@@ -47,9 +47,23 @@ def clock() -> FakeClock:
     return FakeClock(CLOCK_START)
 
 
+# Rate limits and the minimum time to fill in a form are tested on their own
+# (test_rate_limits.py, test_bot_resistance.py); elsewhere a test may post as often as it likes,
+# and the app's clock, which stands still, would make every form look filled in by a bot.
+UNLIMITED = {
+    "rate_limit_per_ip": "off",
+    "rate_limit_per_number": "off",
+    "rate_limit_per_subscriber": "off",
+    "rate_limit_numbers_per_ip": "off",
+    "rate_limit_public": "off",
+    "form_min_seconds": 0.0,
+}
+
+
 @pytest.fixture
 def app(engine: Engine, sessions: sessionmaker[Session], tmp_path: Path, clock: FakeClock) -> Flask:
-    return create_app(settings=Settings(state_dir=tmp_path), engine=engine, clock=clock)
+    settings = Settings(state_dir=tmp_path).replace(**UNLIMITED)
+    return create_app(settings=settings, engine=engine, clock=clock)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
 def ask(client: FlaskClient, headers: dict[str, str] | None = None, **body: object) -> TestResponse:
     return client.post(
         "/api/v1/callbacks",
-        json={"subscriber": "acme", "phone": US_MOBILE, **body},
+        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **body},
         headers=headers,
     )
 
@@ -76,7 +76,7 @@ def test_an_idempotency_key_replays_the_first_answer(client: FlaskClient) -> Non
         ({"subscriber": "acme", "phone": 2015550123}, 400, "wrong_type", "phone"),
         ({"subscriber": "acme", "phone": US_MOBILE, "admin": True}, 400, "unknown_field", "admin"),
         ({"subscriber": "nobody", "phone": US_MOBILE}, 404, "unknown_subscriber", "subscriber"),
-        ({"subscriber": "acme", "phone": "+19002345678"}, 422, "phone_type_not_allowed", "phone"),
+        ({"subscriber": "acme", "phone": "+19002345678"}, 422, "phone_premium_rate", "phone"),
         ({"subscriber": "acme", "phone": "1234"}, 422, "phone_invalid", "phone"),
         ({"subscriber": "acme", "phone": US_MOBILE, "when": "soon"}, 422, "bad_time", "when"),
     ],
@@ -84,7 +84,7 @@ def test_an_idempotency_key_replays_the_first_answer(client: FlaskClient) -> Non
 def test_bad_input_gets_a_clear_error_naming_the_field(
     client: FlaskClient, body: dict[str, object], status: int, code: str, field: str
 ) -> None:
-    response = client.post("/api/v1/callbacks", json=body)
+    response = client.post("/api/v1/callbacks", json={"consent": True, **body})
     assert response.status_code == status
     problem = error(response)
     assert (problem["code"], problem["field"]) == (code, field)

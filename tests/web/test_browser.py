@@ -21,12 +21,18 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cbserver.sqlite3'}"
 
 
+def agree(browser: Browser) -> None:
+    """Tick "I agree to be called at this number", as every visitor must."""
+    browser.page.get_by_label("I agree to be called at this number.").check()
+
+
 def test_visitor_asks_lands_on_the_status_page_and_sees_it_change_live(
     browser: Browser, base_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     browser.open(f"{base_url}/c/acme")
     browser.fill("Your phone number", "(201) 555-0123")
     browser.fill("Your name (optional)", "Ada")
+    agree(browser)
     browser.click("Call me back")
     browser.wait_for_text("Waiting: we will call you as soon as someone is free.")
     assert "/s/" in browser.url
@@ -50,8 +56,9 @@ def test_a_refused_number_is_explained_next_to_the_field(
     browser.open(f"{base_url}/c/acme")
     browser.fill("Your phone number", "+1 900 234 5678")
     browser.fill("Your name (optional)", "Ada")
+    agree(browser)
     browser.click("Call me back")
-    browser.wait_for_text("We can only call ordinary landline and mobile numbers")
+    browser.wait_for_text("This is a premium-rate number. We do not call premium-rate numbers.")
     assert browser.evaluate("document.getElementById('phone').getAttribute('aria-invalid')") == (
         "true"
     )
@@ -63,6 +70,7 @@ def test_a_refused_number_is_explained_next_to_the_field(
 def test_the_visitor_cancels_from_the_status_page(browser: Browser, base_url: str) -> None:
     browser.open(f"{base_url}/c/acme")
     browser.fill("Your phone number", "(201) 555-0123")
+    agree(browser)
     browser.click("Call me back")
     browser.wait_for_text("Waiting: we will call you")
     browser.click("Cancel my call-back")

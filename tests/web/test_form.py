@@ -20,6 +20,8 @@ def form_fields(page: str, **values: str) -> dict[str, str]:
     return {
         "csrf_token": csrf_token(page),
         "submission_id": hidden(page, "submission_id"),
+        "form_token": hidden(page, "form_token"),
+        "consent": "y",
         "page_url": "https://acme.example/contact",
         "phone": "(201) 555-0123",
         "name": "",
@@ -70,6 +72,27 @@ def test_submitting_lands_on_the_status_page(
         assert request.visitor_phone == "+12015550123"
 
 
+@pytest.mark.parametrize(
+    ("link", "kept"),
+    [
+        ("/c/acme?from=https://acme.example/prices", "https://acme.example/prices"),
+        ("/c/acme?from=javascript:alert(1)", ""),
+        ("/c/acme?from=http://[::1", ""),
+    ],
+)
+def test_the_page_the_visitor_came_from_is_kept_only_when_it_is_a_web_address(
+    client: FlaskClient, sessions: sessionmaker[Session], link: str, kept: str
+) -> None:
+    page = client.get(link).get_data(as_text=True)
+    assert hidden(page, "page_url") == kept
+    fields = form_fields(page)
+    fields["page_url"] = hidden(page, "page_url")
+    sent = client.post("/c/acme", data=fields)
+    assert sent.status_code == 303, "a hostile link never stops the visitor from sending"
+    with sessions() as session:
+        assert session.scalars(select(CallbackRequest.page_url)).one() == (kept or None)
+
+
 def test_a_refused_number_is_explained_next_to_the_field_and_nothing_is_lost(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
@@ -79,7 +102,7 @@ def test_a_refused_number_is_explained_next_to_the_field_and_nothing_is_lost(
     )
     assert sent.status_code == 422
     html = sent.get_data(as_text=True)
-    assert re.search(r'id="phone-error" role="alert">We can only call ordinary', html)
+    assert re.search(r'id="phone-error" role="alert">This is a premium-rate number', html)
     assert 'aria-invalid="true"' in html
     assert 'value="+1 900 234 5678"' in html
     assert 'value="Ada"' in html
@@ -203,13 +226,14 @@ def test_a_german_business_speaks_german_to_its_visitors(
     assert "Ihre Telefonnummer" in html
     refused = client.post(
         "/c/acme",
-        data=form_fields(html, phone="+1 900 234 5678"),
+        data=form_fields(html, phone="+44 7400 123456"),
         headers={"Accept-Language": "en"},
     )
-    assert "Wir können nur gewöhnliche Festnetz- und Mobilnummern anrufen" in refused.get_data(
-        as_text=True
+    assert "Wir können nur Nummern in US anrufen." in refused.get_data(as_text=True)
+    api = client.post(
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": "+1 201 555 01", "consent": True},
     )
-    api = client.post("/api/v1/callbacks", json={"subscriber": "acme", "phone": "12345"})
     assert api.json["error"]["message"].startswith("Diese Telefonnummer ist ungültig")  # type: ignore[index]
     sent = client.post("/c/acme", data=form_fields(html))
     status = client.get(sent.headers["Location"]).get_data(as_text=True)

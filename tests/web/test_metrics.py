@@ -32,10 +32,15 @@ def test_requests_are_counted_by_subscriber_and_status(client: FlaskClient) -> N
     assert before[waiting] == 0
     assert before[canceled] == 0
 
-    created = client.post("/api/v1/callbacks", json={"subscriber": "acme", "phone": US_MOBILE})
+    created = client.post(
+        "/api/v1/callbacks", json={"subscriber": "acme", "phone": US_MOBILE, "consent": True}
+    )
     body = created.json
     assert body is not None
-    client.post("/api/v1/callbacks", json={"subscriber": "acme", "phone": "+1 201 555 0124"})
+    client.post(
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": "+1 201 555 0124", "consent": True},
+    )
     client.post(f"/api/v1/callbacks/{body['id']}/cancel?token={body['token']}")
 
     after = scrape(client)
@@ -57,7 +62,9 @@ def test_metrics_are_not_shown_outside_the_allowed_networks(app: Flask) -> None:
 def test_attempts_are_counted_by_outcome(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    created = client.post("/api/v1/callbacks", json={"subscriber": "acme", "phone": US_MOBILE})
+    created = client.post(
+        "/api/v1/callbacks", json={"subscriber": "acme", "phone": US_MOBILE, "consent": True}
+    )
     request_id = created.json["id"]  # type: ignore[index]
     with sessions() as session:
         session.add_all(

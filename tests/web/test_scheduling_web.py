@@ -60,7 +60,8 @@ def schedule(sessions: sessionmaker[Session], **changes: Any) -> None:
 
 def ask(client: FlaskClient, phone: str = PHONES[0], when: str = "asap") -> TestResponse:
     return client.post(
-        "/api/v1/callbacks", json={"subscriber": "acme", "phone": phone, "when": when}
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": phone, "when": when, "consent": True},
     )
 
 
@@ -499,8 +500,7 @@ def test_an_admin_reads_and_changes_the_schedule(admin: Admin, client: FlaskClie
             "mon: 09:00-17:00 and 12:00-13:00 overlap",
         ),
         ({"weekly": {"tue": ["17:00-09:00"]}}, "tue: '17:00-09:00' closes before it opens"),
-        ({"weekly": {"wed": ["9-5"]}}, "wed: '9-5' is not an opening like 09:00-17:30"),
-        ({"weekly": {"someday": []}}, "'someday' is not a day"),
+        ({"weekly": {"wed": ["9-5"]}}, "wed[0]: '9-5' is not an opening like 09:00-17:30"),
     ],
 )
 def test_hours_that_cannot_be_used_are_422_naming_the_day(
@@ -517,6 +517,10 @@ def test_a_schedule_change_with_an_unknown_field_is_400(admin: Admin) -> None:
     response = admin.call("PATCH", "/subscribers/acme/schedule", json={"opening": "9-5"})
     problem = error(response, 400)
     assert (problem["code"], problem["field"]) == ("unknown_field", "opening")
+    someday = {"hours": {"weekly": {"someday": []}}}
+    problem = error(admin.call("PATCH", "/subscribers/acme/schedule", json=someday), 400)
+    assert (problem["code"], problem["field"]) == ("unknown_field", "hours")
+    assert "hours.weekly.someday" in problem["message"]
 
 
 def test_a_schedule_number_out_of_range_is_422(admin: Admin) -> None:

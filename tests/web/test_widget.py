@@ -32,7 +32,7 @@ def acme(acme: Subscriber, sessions: sessionmaker[Session]) -> Subscriber:
 def ask(client: FlaskClient, origin: str | None, **body: object) -> TestResponse:
     return client.post(
         "/api/v1/callbacks",
-        json={"subscriber": "acme", "phone": US_MOBILE, **body},
+        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **body},
         headers={"Origin": origin} if origin else {},
     )
 

@@ -121,6 +121,13 @@ def widget_dialog(browser: Browser) -> Locator:
     return browser.page.get_by_role("dialog", name="We will call you back")
 
 
+def agree(browser: Browser) -> None:
+    """Tick "I agree to be called at this number", as every visitor must."""
+    widget_dialog(browser).get_by_role(
+        "checkbox", name="I agree to be called at this number."
+    ).check()
+
+
 def open_widget(browser: Browser, url: str) -> None:
     browser.open(url)
     browser.click("Call me back")
@@ -163,6 +170,7 @@ def test_a_visitor_asks_for_a_call_back_from_the_business_page(
     browser.fill("What would you like to talk about? (optional)", "Leaking tap")
     browser.screenshot(tmp_path / "widget-open.png", full_page=False)
 
+    agree(browser)
     browser.page.get_by_role("button", name="Send", exact=True).dblclick()
     expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
         timeout=WAIT_MS
@@ -224,6 +232,7 @@ def test_a_page_on_an_origin_the_business_did_not_allow_cannot_ask(
             session.commit()
     open_widget(browser, shop + PAGE)
     browser.fill("Your phone number", "(201) 555-0123")
+    agree(browser)
     browser.click("Send")
     alert = widget_dialog(browser).get_by_role("alert")
     expect(alert).to_have_text(message, timeout=WAIT_MS)
@@ -239,12 +248,11 @@ def test_a_refused_number_is_explained_next_to_the_phone_field(
     open_widget(browser, shop + PAGE)
     browser.fill("Your phone number", "+1 900 234 5678")
     browser.fill("Your name (optional)", "Ada")
+    agree(browser)
     browser.click("Send")
     error = widget_dialog(browser).locator("#cb-phone-error")
     expect(error).to_have_text(
-        "We can only call ordinary landline and mobile numbers, not premium-rate, "
-        "toll-free or service numbers.",
-        timeout=WAIT_MS,
+        "This is a premium-rate number. We do not call premium-rate numbers.", timeout=WAIT_MS
     )
     assert error.get_attribute("role") == "alert"
     assert shadow(browser, "root.getElementById('cb-phone').getAttribute('aria-invalid')") == (
@@ -349,6 +357,7 @@ def test_a_visitor_books_one_of_the_listed_slots(
     browser.fill("Your phone number", "(201) 555-0123")
     when.select_option(slot["start"])
     browser.screenshot(tmp_path / "widget-slot.png", full_page=False)
+    agree(browser)
     browser.click("Send")
     expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
         timeout=WAIT_MS
@@ -383,11 +392,17 @@ def test_a_slot_taken_meanwhile_is_explained_next_to_the_choice(
     # Someone else takes the slot's only place while the visitor types.
     other = client.post(
         "/api/v1/callbacks",
-        json={"subscriber": "acme", "phone": "+1 201 555 0199", "when": slot["start"]},
+        json={
+            "subscriber": "acme",
+            "phone": "+1 201 555 0199",
+            "when": slot["start"],
+            "consent": True,
+        },
     )
     assert other.status_code == 201
     browser.fill("Your phone number", "(201) 555-0123")
     when.select_option(slot["start"])
+    agree(browser)
     browser.click("Send")
 
     error = widget_dialog(browser).locator("#cb-when-error")
@@ -412,6 +427,7 @@ def test_a_slot_taken_meanwhile_is_explained_next_to_the_choice(
     # One of the times the message names goes through; the error is gone.
     next_free = slot_at(client, LATER + timedelta(minutes=15))
     when.select_option(next_free["start"])
+    agree(browser)
     browser.click("Send")
     expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
         timeout=WAIT_MS
@@ -465,6 +481,7 @@ def test_a_closed_business_says_when_it_calls(
     assert asap_disabled is (outside_hours == OutsideHours.REFUSE)
 
     browser.fill("Your phone number", "(201) 555-0123")
+    agree(browser)
     browser.click("Send")
     expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
         timeout=WAIT_MS
@@ -495,6 +512,7 @@ def test_without_the_slot_list_the_widget_still_calls_as_soon_as_possible(
     assert [r.url.rsplit("/", 1)[-1] for r in failed] == ["slots"]
 
     browser.fill("Your phone number", "(201) 555-0123")
+    agree(browser)
     browser.click("Send")
     expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
         timeout=WAIT_MS
