@@ -74,7 +74,8 @@ def store_requests(sessions: sessionmaker[Session], count: int, minutes: float) 
                     {
                         "id": str(uuid.uuid4()),
                         "subscriber_id": subscriber_id,
-                        "visitor_phone": f"+1201{n:07d}",
+                        # Valid numbers: the claim checks each against the policy again.
+                        "visitor_phone": f"+1201{2_000_000 + n:07d}",
                         "due_at": due,
                         "slot_start": due,
                         "requested_time": due,

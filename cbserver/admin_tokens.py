@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from cbserver.errors import CbError
+from cbserver.errors import CbError, FieldError
 from cbserver.models import ApiToken, Subscriber, utcnow
 
 PREFIX = "cbs_"
@@ -27,12 +27,8 @@ MAX_PRESENTED = 256
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
-class TokenError(ValueError):
-    """A token could not be created or found; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class TokenError(FieldError):
+    """A token could not be created or found."""
 
 
 class Unauthorized(CbError):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cbserver.errors import FieldError
 from cbserver.models import Agent
 
 DTMF_MODES = ("rfc4733", "info", "inband", "auto", "auto_info")
@@ -21,12 +22,8 @@ _CONTACT = re.compile(
 )
 
 
-class AgentError(ValueError):
-    """An agent could not be added; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class AgentError(FieldError):
+    """An agent could not be added."""
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,26 @@ the refusal's answer from the visitor.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver.models import AuditEvent, utcnow
+from cbserver.errors import FieldError
+from cbserver.models import AuditEvent, Subscriber, utcnow
 
 log = logging.getLogger("cbserver.audit")
 MAX_DETAIL = 1000
 MAX_ACTOR = 120
+VISITOR = "visitor"
+_ACTION = re.compile(r"[a-z_]{1,60}")
+
+
+def visitor(client: str | None) -> str:
+    """The actor of a row about a visitor: "visitor" and the client's address, or "visitor
+    unknown"; always "visitor " and more, which is how the retention erasure finds them."""
+    return f"{VISITOR} {client or 'unknown'}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -77,3 +88,44 @@ def record_now(
             session.commit()
     except Exception:
         log.exception("audit: could not record %s by %s", action, actor)
+
+
+# --- reading the log ---------------------------------------------------------------------------
+
+
+def action_codes(text: str) -> list[str]:
+    """The action codes in "number_refused,rate_limited", as a list; FieldError if one is none."""
+    codes = [code.strip() for code in text.split(",")]
+    if not all(_ACTION.fullmatch(code) for code in codes):
+        raise FieldError(
+            "action",
+            f"action {text!r} must be one or more (comma-separated) action codes like "
+            "number_refused or subscriber_added",
+        )
+    return codes
+
+
+def events(
+    session: Session,
+    *,
+    limit: int,
+    subscriber_id: int | None = None,
+    actions: list[str] | None = None,
+    since: datetime | None = None,
+) -> list[tuple[AuditEvent, str | None]]:
+    """The rows that match, newest first, each with its subscriber's slug (None: no subscriber)."""
+    conditions: list[ColumnElement[bool]] = []
+    if subscriber_id is not None:
+        conditions.append(AuditEvent.subscriber_id == subscriber_id)
+    if actions:
+        conditions.append(AuditEvent.action.in_(actions))
+    if since is not None:
+        conditions.append(AuditEvent.at >= since)
+    rows = session.execute(
+        select(AuditEvent, Subscriber.slug)
+        .outerjoin(Subscriber, Subscriber.id == AuditEvent.subscriber_id)
+        .where(*conditions)
+        .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        .limit(limit)
+    )
+    return [(event, slug) for event, slug in rows]

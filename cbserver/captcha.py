@@ -10,6 +10,7 @@ the logs.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cbserver.errors import CbError, Invalid
+from cbserver.errors import CbError, FieldError, Invalid
 from cbserver.i18n import _
 from cbserver.models import Subscriber
 
@@ -93,12 +94,8 @@ PROVIDERS = {
 }
 
 
-class CaptchaError(ValueError):
-    """A CAPTCHA setting was refused; ``field`` names the culprit (as SubscriberError does)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class CaptchaError(FieldError):
+    """A CAPTCHA setting was refused; ``field`` names the culprit."""
 
 
 class CaptchaUnavailable(CbError):
@@ -163,14 +160,33 @@ def _key(value: str, field: str, what: str) -> str:
     return text
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _verify_url(value: str) -> str:
+    """An https URL; or http to this machine (a local proxy, a test's fake provider): the
+    server posts the secret there, and must not be steered at the network around it."""
     text = value.strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(text) > MAX_VERIFY_URL:
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if (
+        host is None
+        or len(text) > MAX_VERIFY_URL
+        or not (parts.scheme == "https" or (parts.scheme == "http" and _loopback(host)))
+    ):
         raise CaptchaError(
             "captcha_verify_url",
-            f"the CAPTCHA verify address must be an http(s) URL of at most {MAX_VERIFY_URL} "
-            "characters",
+            f"the CAPTCHA verify address must be an https URL (or http to this machine) of at "
+            f"most {MAX_VERIFY_URL} characters",
         )
     return text
 
@@ -184,7 +200,8 @@ def configure(
     verify_url: str | None = None,
 ) -> None:
     """Set (validated, all or nothing; not committed) or, with provider None, turn off the
-    subscriber's CAPTCHA. A site key or secret left out keeps the one set before."""
+    subscriber's CAPTCHA. A site key or secret left out keeps the one set before for the same
+    provider; another provider needs both anew."""
     if provider is None:
         subscriber.captcha_provider = None
         subscriber.captcha_site_key = None
@@ -195,8 +212,9 @@ def configure(
         raise CaptchaError(
             "captcha_provider", f"the CAPTCHA provider must be one of {', '.join(PROVIDERS)}"
         )
-    site_key = site_key if site_key is not None else subscriber.captcha_site_key
-    secret = secret if secret is not None else subscriber.captcha_secret
+    if provider == subscriber.captcha_provider:
+        site_key = site_key if site_key is not None else subscriber.captcha_site_key
+        secret = secret if secret is not None else subscriber.captcha_secret
     if not site_key:
         raise CaptchaError("captcha_site_key", "a CAPTCHA needs the provider's site key")
     if not secret:
@@ -236,6 +254,8 @@ def verify(
         return
     if not answer or len(answer) > MAX_ANSWER:
         raise _missing()
+    if not _sendable(answer):
+        raise _failed()
     form = {"secret": subscriber.captcha_secret or "", "response": answer}
     if remote_ip:
         form["remoteip"] = remote_ip
@@ -257,8 +277,21 @@ def verify(
     if not isinstance(outcome, dict) or outcome.get("success") is not True:
         codes = outcome.get("error-codes") if isinstance(outcome, dict) else None
         log.info("CAPTCHA answer refused for %s: %s", subscriber.slug, codes)
-        raise Invalid(
-            _("The check that you are not a robot did not succeed. Please try it again."),
-            field="captcha",
-            code="captcha_failed",
-        )
+        raise _failed()
+
+
+def _sendable(answer: str) -> bool:
+    """Whether the answer can be sent to the provider at all (a lone surrogate cannot)."""
+    try:
+        answer.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _failed() -> Invalid:
+    return Invalid(
+        _("The check that you are not a robot did not succeed. Please try it again."),
+        field="captcha",
+        code="captcha_failed",
+    )

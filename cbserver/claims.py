@@ -9,22 +9,26 @@ commits: one database round trip between a visitor's click and the first INVITE.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased, joinedload
 
+from cbserver import audit, number_policy
 from cbserver.models import (
     Agent,
     AgentAssignment,
     CallAttempt,
     CallbackRequest,
     CallOrder,
+    DeniedNumber,
     RequestStatus,
     Subscriber,
     UtcDateTime,
 )
+from cbserver.number_policy import NumberRefused
 from cbserver.states import StaleRequest, transition, transition_all
 
 log = logging.getLogger("cbserver.claims")
@@ -160,7 +164,11 @@ def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> lis
     postgresql = session.get_bind().dialect.name == "postgresql"
     query = _CANDIDATES_LOCKED if postgresql else _CANDIDATES
     candidates = session.scalars(query, {"now": now, "candidates": most + SPARE}).all()
+    if not candidates:
+        session.commit()
+        return []
     agents_of: dict[int, Agents] = {}
+    policy = _PolicyNow.read(session)
     taken: list[tuple[CallbackRequest, CallAttempt]] = []
     for request in candidates:
         if len(taken) == most:
@@ -174,6 +182,10 @@ def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> lis
                 # Claims for one business take turns, so each counts the others' calls: the
                 # free-agent check below then holds across workers, not only within one.
                 session.execute(_LOCK_SUBSCRIBER, {"id": subscriber_id})
+        refusal = policy.refusal(session, request)
+        if refusal is not None:
+            _fail_unacceptable(session, request, refusal, worker_id, now)
+            continue
         try:
             transition(
                 session,
@@ -202,6 +214,65 @@ def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> lis
     ]
     session.commit()
     return claims
+
+
+@dataclass
+class _PolicyNow:
+    """The number policy as it stands now, read once per batch: a deny-list entry or a
+    narrower choice of number types made since a request was taken stops its call before
+    anyone is rung."""
+
+    denied: Sequence[DeniedNumber]
+    business: dict[int, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, session: Session) -> _PolicyNow:
+        # Short by nature (an admin's list): one read serves the whole batch.
+        return cls(session.scalars(select(DeniedNumber)).all())
+
+    def refusal(self, session: Session, request: CallbackRequest) -> str | None:
+        """Why the request's number may not be called now (a refusal code), or None."""
+        subscriber = request.subscriber
+        try:
+            e164 = number_policy.check(request.visitor_phone, subscriber)
+        except NumberRefused as refusal:
+            return refusal.code
+        if number_policy.listed(self.denied, e164, subscriber.id) is not None:
+            return "phone_denied"
+        if subscriber.id not in self.business:
+            self.business[subscriber.id] = number_policy.business_numbers(session, subscriber)
+        if e164 in self.business[subscriber.id]:
+            return "phone_is_business"
+        return None
+
+
+def _fail_unacceptable(
+    session: Session,
+    request: CallbackRequest,
+    refusal: str,
+    worker_id: str,
+    now: datetime,
+) -> None:
+    try:
+        transition(
+            session,
+            request,
+            RequestStatus.FAILED,
+            f"not called: the number is now refused ({refusal})",
+            now=now,
+            slot_start=None,
+        )
+    except StaleRequest:
+        return
+    # The request names the number (erased with it after the retention period); this row not.
+    audit.record(
+        session,
+        f"worker {worker_id}",
+        "request_refused",
+        f"request {request.id}: not called ({refusal})",
+        subscriber_id=request.subscriber_id,
+        at=now,
+    )
 
 
 def _new_attempt(request: CallbackRequest, agents: Agents, now: datetime) -> CallAttempt:

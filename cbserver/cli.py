@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import admin_tokens, audit, captcha, db, number_policy
@@ -27,8 +27,9 @@ from cbserver.asterisk.provision import ProvisionError
 from cbserver.callflow import call_settings
 from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
+from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours, week_from_text, week_to_text
-from cbserver.models import Agent, AuditEvent, CallOrder, DeniedNumber, Subscriber
+from cbserver.models import Agent, CallOrder, Subscriber
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
 from cbserver.worker import Worker, WorkerThread
@@ -647,7 +648,7 @@ def subscriber_captcha(
                 detail = f"CAPTCHA of {slug}: {captcha.describe(subscriber)}"
                 _record(session, "captcha_changed", detail, subscriber)
                 click.echo(f"CAPTCHA of {slug!r} changed.")
-        except (subscribers_service.SubscriberError, captcha.CaptchaError) as exc:
+        except FieldError as exc:
             _fail(str(exc))
         click.echo(f"{slug} CAPTCHA: {captcha.describe(subscriber)}")
 
@@ -674,7 +675,7 @@ def token_create(obj: Context, name: str, subscriber_slug: str | None) -> None:
             if subscriber_slug is not None:
                 scope = subscribers_service.get_subscriber(session, subscriber_slug)
             created, secret = admin_tokens.create_token(session, name, subscriber=scope)
-        except (subscribers_service.SubscriberError, admin_tokens.TokenError) as exc:
+        except FieldError as exc:
             _fail(str(exc))
         # Never the secret: only which token, and what it may see.
         _record(
@@ -1013,13 +1014,12 @@ def subscriber_number_types(obj: Context, slug: str, types: str | None, use_defa
         try:
             subscriber = subscribers_service.get_subscriber(session, slug)
             if types is not None or use_default:
-                subscriber.number_types = number_policy.validate_number_types(
-                    None if use_default else types
+                number_policy.set_number_types(
+                    session, subscriber, None if use_default else types, actor=CLI_ACTOR
                 )
-                names = ", ".join(number_policy.type_names(subscriber))
-                _record(session, "number_types_changed", f"{slug} calls {names}", subscriber)
+                session.commit()
                 click.echo(f"Number types of {slug!r} changed.")
-        except (subscribers_service.SubscriberError, number_policy.PolicyError) as exc:
+        except FieldError as exc:
             _fail(str(exc))
         default = " (the default)" if subscriber.number_types is None else ""
         click.echo(f"{slug} calls: {', '.join(number_policy.type_names(subscriber))}{default}")
@@ -1054,12 +1054,11 @@ def deny_add(
             if subscriber_slug is not None:
                 owner = subscribers_service.get_subscriber(session, subscriber_slug)
             entry = number_policy.validate_entry(pattern, prefix=prefix, reason=reason)
-            denied = number_policy.add_entry(session, entry, owner.id if owner else None)
-        except (subscribers_service.SubscriberError, number_policy.PolicyError) as exc:
+            denied = number_policy.add_entry(session, entry, owner, actor=CLI_ACTOR)
+        except FieldError as exc:
             _fail(str(exc))
-        detail = number_policy.describe(denied, subscriber_slug)
-        _record(session, "denied_number_added", f"denied {detail}", owner)
-        click.echo(f"Denied ({denied.id}): {detail}.")
+        session.commit()
+        click.echo(f"Denied ({denied.id}): {number_policy.describe(denied, subscriber_slug)}.")
 
 
 @deny.command("list")
@@ -1102,13 +1101,11 @@ def deny_list(obj: Context, subscriber_slug: str | None) -> None:
 def deny_remove(obj: Context, entry_id: int) -> None:
     """Remove an entry from the deny-list (its ID is in `cbserver deny list`)."""
     with obj.upgraded_sessions()() as session:
-        found = session.get(DeniedNumber, entry_id) if 0 < entry_id < 2**31 else None
+        found = number_policy.entry_by_id(session, entry_id)
         if found is None:
             _fail(f"there is no deny-list entry with id {entry_id}")
-        owner = session.get(Subscriber, found.subscriber_id) if found.subscriber_id else None
-        detail = number_policy.describe(found, owner.slug if owner else None)
-        session.delete(found)
-        _record(session, "denied_number_removed", f"no longer denied: {detail}", owner)
+        detail = number_policy.remove_entry(session, found, actor=CLI_ACTOR)
+        session.commit()
     click.echo(f"Removed ({entry_id}): {detail}.")
 
 
@@ -1125,23 +1122,18 @@ def audit_command(
 ) -> None:
     """What admins did and what was refused, newest first."""
     with obj.upgraded_sessions()() as session:
-        query = (
-            select(AuditEvent, Subscriber.slug)
-            .outerjoin(Subscriber, Subscriber.id == AuditEvent.subscriber_id)
-            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-            .limit(limit)
-        )
-        if subscriber_slug is not None:
-            try:
-                subscriber = subscribers_service.get_subscriber(session, subscriber_slug)
-            except subscribers_service.SubscriberError as exc:
-                _fail(str(exc))
-            query = query.where(AuditEvent.subscriber_id == subscriber.id)
-        if action:
-            query = query.where(AuditEvent.action.in_([a.strip() for a in action.split(",")]))
+        try:
+            subscriber_id = None
+            if subscriber_slug is not None:
+                subscriber_id = subscribers_service.get_subscriber(session, subscriber_slug).id
+            actions = audit.action_codes(action) if action else None
+        except FieldError as exc:
+            _fail(str(exc))
         rows = [
             [_when(event.at), event.actor, event.action, slug or "-", event.detail]
-            for event, slug in session.execute(query)
+            for event, slug in audit.events(
+                session, limit=limit, subscriber_id=subscriber_id, actions=actions
+            )
         ]
     if not rows:
         click.echo("The audit log has nothing to show.")

@@ -22,6 +22,7 @@ RATE_LIMITS = (
     "rate_limit_public",
 )
 RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+unix://", "redis+sentinel://")
+COOKIE_SAMESITE = ("Lax", "Strict", "None")
 # Any of these (or nothing) lifts a rate limit; the environment cannot say "" (unset).
 NO_LIMIT = ("", "off", "none", "no")
 
@@ -87,6 +88,12 @@ class Settings:
     # How many reverse proxies in front of the web each add themselves to X-Forwarded-For:
     # the client's address is then read from that header. 0: the connection's address.
     trusted_proxies: int = 0
+    # Comma-separated networks the proxies connect from: from anywhere else the header is not
+    # believed (a visitor could write any address into it).
+    trusted_proxy_networks: str = "127.0.0.1/32,::1/128"
+    # SameSite of the session cookie that carries the hosted form's CSRF token: "Lax", or
+    # "None" (then Secure, and so HTTPS only) for a form framed by another site; or "Strict".
+    cookie_samesite: str = "Lax"
 
     # Rate limits (see ratelimits.py), each like "10 per hour; 3 per minute"; "off" lifts one.
     # Where the counts are kept: in the web process, or in Redis ("redis://host:6379/0")
@@ -105,6 +112,8 @@ class Settings:
     rate_limit_public: str = "300 per minute"
     # A hosted form (or widget) sent sooner than this after it was shown is taken for a bot's.
     form_min_seconds: float = 3.0
+    # ... and one sent longer than this after it was shown, or a second time, too.
+    form_max_hours: float = 12.0
 
     # The PSTN gateway. Empty means the local demo gateway (a sipp UAS echoing audio).
     trunk_uri: str = ""
@@ -132,6 +141,10 @@ class Settings:
     @property
     def agent_network_list(self) -> list[str]:
         return networks(f"{ENV_PREFIX}AGENT_NETWORKS", self.agent_networks)
+
+    @property
+    def trusted_proxy_network_list(self) -> list[str]:
+        return networks(f"{ENV_PREFIX}TRUSTED_PROXY_NETWORKS", self.trusted_proxy_networks)
 
     @property
     def effective_media_address(self) -> str:
@@ -233,6 +246,14 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}TRUSTED_PROXIES must be 0 (none) to 10")
         if not 0 <= self.form_min_seconds <= 60:
             raise ConfigError(f"{ENV_PREFIX}FORM_MIN_SECONDS must be 0 (off) to 60 seconds")
+        if not 0 < self.form_max_hours <= 168:
+            raise ConfigError(f"{ENV_PREFIX}FORM_MAX_HOURS must be more than 0, at most 168")
+        networks(f"{ENV_PREFIX}TRUSTED_PROXY_NETWORKS", self.trusted_proxy_networks)
+        if self.cookie_samesite not in COOKIE_SAMESITE:
+            raise ConfigError(
+                f"{ENV_PREFIX}COOKIE_SAMESITE={self.cookie_samesite!r} must be one of "
+                f"{', '.join(COOKIE_SAMESITE)}"
+            )
 
 
 def rate_limits(text: str) -> list[RateLimitItem]:

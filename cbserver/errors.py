@@ -51,3 +51,14 @@ class Invalid(CbError):
 
     status = 422
     code = "invalid"
+
+
+class FieldError(ValueError):
+    """A service refused a value (a setting, a name, a deny-list entry): ``field`` names it.
+
+    Not an answer yet: the admin API turns it into a 422, the command line into an error line.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

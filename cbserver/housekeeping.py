@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select, union_all, update
 from sqlalchemy.orm import Session
 
+from cbserver import audit
 from cbserver.callflow import retry_or_give_up
 from cbserver.claims import IN_CALL, LEASE
 from cbserver.models import (
@@ -170,7 +171,6 @@ def anonymise_old_requests(session: Session, now: datetime, retention: timedelta
     return erased
 
 
-VISITOR_ACTOR = "visitor"
 ERASED = "(erased after the retention period)"
 
 
@@ -179,8 +179,8 @@ def anonymise_old_refusals(session: Session, now: datetime, retention: timedelta
     after ``retention``; the action, time and subscriber stay for the admin's figures."""
     result = session.execute(
         update(AuditEvent)
-        .where(AuditEvent.actor.like(VISITOR_ACTOR + " %"), AuditEvent.at < now - retention)
-        .values(actor=VISITOR_ACTOR, detail=ERASED)
+        .where(AuditEvent.actor.like(audit.VISITOR + " %"), AuditEvent.at < now - retention)
+        .values(actor=audit.VISITOR, detail=ERASED)
         .execution_options(synchronize_session=False)
     )
     session.commit()

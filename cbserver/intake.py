@@ -78,12 +78,12 @@ def find_subscriber(session: Session, slug: str) -> Subscriber:
     return subscriber
 
 
-def normalise_phone(raw: str, subscriber: Subscriber, *, session: Session | None = None) -> str:
+def normalise_phone(session: Session, raw: str, subscriber: Subscriber) -> str:
     """The visitor's number in E.164, or Invalid (``NumberRefused``) saying in plain words
-    what is wrong. With a session, the deny-list and the business's own numbers count too."""
+    what is wrong: by what the number itself says, then by the deny-list and the business's
+    own numbers."""
     phone = number_policy.check(raw, subscriber)
-    if session is not None:
-        number_policy.check_lists(session, subscriber, phone)
+    number_policy.check_lists(session, subscriber, phone)
     return phone
 
 
@@ -99,14 +99,19 @@ def _too_long(field: str, limit: int) -> str:
     return _("The topic is too long: at most %(limit)s characters.", limit=limit)
 
 
+def _unacceptable(text: str, allowed: str = "") -> bool:
+    """Whether ``text`` holds a control or format character other than ``allowed`` (NUL, an
+    ANSI escape, a bidi override), or a lone surrogate: a JSON escape like \\ud800 is no
+    character, and no database can store it."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in allowed for c in text)
+
+
 def _clean_text(value: str | None, field: str, limit: int, *, multiline: bool) -> str | None:
     if value is None:
         return None
     # Browsers send a textarea's line breaks as CRLF.
     text = unicodedata.normalize("NFC", value.replace("\r\n", "\n")).strip()
-    allowed = "\n\t" if multiline else ""
-    # Cs: a lone surrogate (a JSON escape like \ud800) is no character and cannot be stored.
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in allowed for c in text):
+    if _unacceptable(text, "\n\t" if multiline else ""):
         raise Invalid(_bad_text(field), field=field, code="bad_text")
     if len(text) > limit:
         raise Invalid(_too_long(field, limit), field=field, code="too_long")
@@ -124,8 +129,9 @@ def usable_page_url(value: str | None) -> str:
 def _clean_page_url(value: str | None) -> str | None:
     if not value:
         return None
+    url = value.strip()
     try:
-        parts = urlsplit(value.strip())
+        parts = urlsplit(url)
     except ValueError:  # "http://[::1": an unclosed IPv6 host
         parts = None
     if (
@@ -133,9 +139,10 @@ def _clean_page_url(value: str | None) -> str | None:
         or parts.scheme not in ("http", "https")
         or not parts.netloc
         or len(value) > MAX_PAGE_URL
+        or _unacceptable(url)
     ):
         raise Invalid(_("The page address is not a web address."), field="page_url", code="bad_url")
-    return value.strip()
+    return url
 
 
 def _requested_time(when: str | None, now: datetime) -> datetime | None:
@@ -224,7 +231,7 @@ def _accepted_phone(
     session: Session, submission: Submission, subscriber: Subscriber, now: datetime
 ) -> str:
     try:
-        return normalise_phone(submission.phone, subscriber, session=session)
+        return normalise_phone(session, submission.phone, subscriber)
     except number_policy.NumberRefused as refusal:
         if refusal.code != "phone_missing":
             # On a session of its own: the caller's is rolled back or closed after a refusal.

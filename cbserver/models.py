@@ -343,7 +343,18 @@ class DeniedNumber(Base):
     """A number (or every number under a prefix) never called: for every subscriber, or one."""
 
     __tablename__ = "denied_numbers"
-    __table_args__ = (UniqueConstraint("pattern", "is_prefix", "subscriber_id"),)
+    __table_args__ = (
+        UniqueConstraint("pattern", "is_prefix", "subscriber_id"),
+        # The constraint above lets NULLs differ, so entries for every subscriber need their own.
+        Index(
+            "uq_denied_numbers_global",
+            "pattern",
+            "is_prefix",
+            unique=True,
+            postgresql_where=text("subscriber_id IS NULL"),
+            sqlite_where=text("subscriber_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # E.164: "+" and digits.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,9 +29,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import audit
-from cbserver.errors import Invalid
+from cbserver.errors import FieldError, Invalid
 from cbserver.i18n import _
 from cbserver.models import Agent, AgentAssignment, DeniedNumber, Subscriber
+from cbserver.numbers import E164
 
 # The names the admin API and the command line use for phonenumbers' number types.
 TYPE_NAMES: dict[str, int] = {
@@ -54,9 +55,9 @@ _EITHER = {"fixed_line", "mobile", "fixed_line_or_mobile"}
 MAX_INPUT = 40
 # ASCII only: phonenumbers would quietly read look-alike digits (fullwidth, Arabic-Indic).
 _PHONE_CHARACTERS = re.compile(rf"[0-9+()\-. /]{{1,{MAX_INPUT}}}")
-# "+", a country code and more digits, 15 at most: a number, or a deny-list entry's prefix.
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 MAX_REASON = 200
+# Row ids are 32-bit integers on every database: a larger one is no entry, and not asked for.
+MAX_ID = 2**31 - 1
 # What a visitor typed, as the audit row keeps it when it was no number.
 MAX_SHOWN_INPUT = 60
 
@@ -69,12 +70,8 @@ class NumberRefused(Invalid):
         self.number = number
 
 
-class PolicyError(ValueError):
-    """An admin's number types or deny-list entry were refused; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class PolicyError(FieldError):
+    """An admin's number types or deny-list entry were refused."""
 
 
 class AlreadyDenied(PolicyError):
@@ -112,6 +109,27 @@ def type_names(subscriber: Subscriber) -> list[str]:
     if subscriber.number_types is None:
         return list(DEFAULT_TYPES)
     return [name for name in subscriber.number_types.split(",") if name in TYPE_NAMES]
+
+
+def set_number_types(
+    session: Session,
+    subscriber: Subscriber,
+    value: str | Sequence[str] | None,
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> None:
+    """Change the subscriber's number types (None: the default), with the audit row; not
+    committed. PolicyError when a type is unknown."""
+    subscriber.number_types = validate_number_types(value)
+    audit.record(
+        session,
+        actor,
+        "number_types_changed",
+        f"{subscriber.slug} calls {', '.join(type_names(subscriber))}",
+        subscriber_id=subscriber.id,
+        at=at,
+    )
 
 
 def _allowed(subscriber: Subscriber, number_type: int) -> bool:
@@ -311,7 +329,7 @@ def check(raw: str, subscriber: Subscriber) -> str:
     number_type = phonenumbers.number_type(number)
     if not _allowed(subscriber, number_type):
         raise _type_refused(number_type, e164)
-    if not _E164.fullmatch(e164):
+    if not E164.fullmatch(e164):
         # phonenumbers formats valid numbers so; if it ever did not, nothing is dialled.
         raise _invalid(e164)
     return e164
@@ -394,7 +412,7 @@ def masked(number: str) -> str:
     The audit row holds the whole number, for the admin who must see what was refused; log
     lines are kept longer and read by more people, so they get no more than that.
     """
-    if _E164.fullmatch(number):
+    if E164.fullmatch(number):
         return number if len(number) <= 7 else number[:6] + "..."
     if number.isascii() and number.isdigit() and len(number) <= 6:
         return number  # a short code like 112: nobody's own number
@@ -410,10 +428,9 @@ def record_refusal(
     at: datetime | None = None,
 ) -> None:
     """Write the refusal to the audit log at once (nothing else is stored for it)."""
-    actor = f"visitor {client}" if client else "visitor"
     audit.record_now(
         sessions,
-        actor,
+        audit.visitor(client),
         "number_refused",
         f"{refusal.code}: {refusal.number}",
         subscriber_id=subscriber.id,
@@ -435,7 +452,7 @@ class DenyEntry:
 def validate_entry(pattern: str, *, prefix: bool, reason: str = "") -> DenyEntry:
     """A deny-list entry as stored: "+" and digits (a prefix at least 2 digits), a short reason."""
     text = pattern.strip()
-    if not _E164.fullmatch(text):
+    if not E164.fullmatch(text):
         what = "prefix" if prefix else "number"
         raise PolicyError(
             "pattern",
@@ -465,27 +482,66 @@ def find_entry(
     ).first()
 
 
-def add_entry(session: Session, entry: DenyEntry, subscriber_id: int | None) -> DeniedNumber:
-    """Add the entry (flushed, not committed: the caller commits it with its audit row)."""
+def entry_by_id(session: Session, entry_id: int) -> DeniedNumber | None:
+    return session.get(DeniedNumber, entry_id) if 0 < entry_id <= MAX_ID else None
+
+
+def _slug(owner: Subscriber | None) -> str | None:
+    return owner.slug if owner is not None else None
+
+
+def add_entry(
+    session: Session,
+    entry: DenyEntry,
+    owner: Subscriber | None,
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> DeniedNumber:
+    """Add the entry (for every subscriber when ``owner`` is None) with its audit row; flushed,
+    not committed. AlreadyDenied when it is on the list already."""
     what = "prefix" if entry.prefix else "number"
-    where = "for this subscriber" if subscriber_id is not None else "for every subscriber"
+    where = "for this subscriber" if owner is not None else "for every subscriber"
     duplicate = AlreadyDenied("pattern", f"the {what} {entry.pattern} is already denied {where}")
-    if find_entry(session, entry, subscriber_id) is not None:
+    owner_id = owner.id if owner is not None else None
+    if find_entry(session, entry, owner_id) is not None:
         raise duplicate
     denied = DeniedNumber(
         pattern=entry.pattern,
         is_prefix=entry.prefix,
-        subscriber_id=subscriber_id,
+        subscriber_id=owner_id,
         reason=entry.reason,
     )
     session.add(denied)
     try:
         session.flush()
     except IntegrityError as exc:
-        # A concurrent add of the same entry won the unique constraint.
+        # A concurrent add of the same entry won the unique index.
         session.rollback()
         raise duplicate from exc
+    detail = describe(denied, _slug(owner))
+    audit.record(
+        session, actor, "denied_number_added", f"denied {detail}", subscriber_id=owner_id, at=at
+    )
     return denied
+
+
+def remove_entry(
+    session: Session, denied: DeniedNumber, *, actor: str, at: datetime | None = None
+) -> str:
+    """Remove the entry with its audit row (not committed); what it was, in words."""
+    owner = session.get(Subscriber, denied.subscriber_id) if denied.subscriber_id else None
+    detail = describe(denied, _slug(owner))
+    session.delete(denied)
+    audit.record(
+        session,
+        actor,
+        "denied_number_removed",
+        f"no longer denied: {detail}",
+        subscriber_id=denied.subscriber_id,
+        at=at,
+    )
+    return detail
 
 
 def list_entries(session: Session, *, subscriber_id: int | None = None) -> list[DeniedNumber]:
@@ -504,3 +560,14 @@ def describe(entry: DeniedNumber, slug: str | None) -> str:
     where = f"for {slug}" if slug else "for every subscriber"
     reason = f" ({entry.reason})" if entry.reason else ""
     return f"{what} {where}{reason}"
+
+
+def listed(entries: Iterable[DeniedNumber], e164: str, subscriber_id: int) -> DeniedNumber | None:
+    """Which of ``entries`` refuses the number for the subscriber, as ``denial`` would find it
+    in the database: for checking many numbers against one read of a short list."""
+    for entry in entries:
+        if entry.subscriber_id not in (None, subscriber_id):
+            continue
+        if entry.pattern == e164 or (entry.is_prefix and e164.startswith(entry.pattern)):
+            return entry
+    return None

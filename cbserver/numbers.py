@@ -7,8 +7,9 @@ import re
 import phonenumbers
 from phonenumbers import NumberParseException
 
-# ASCII digits only, spelt out: "\d" would take any Unicode digit.
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# E.164's form: "+", a country code and more digits, 15 at most (whether such a number exists
+# is phonenumbers' to say). ASCII digits only, spelt out: "\d" would take any Unicode digit.
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class UnsafeNumber(ValueError):
@@ -22,7 +23,7 @@ def trunk_endpoint(e164: str) -> str:
     itself: nothing Asterisk reads as a separator (``&``, ``,``, ``/``, ``@``...) gets through.
     """
     refused = UnsafeNumber(f"refusing to dial {e164!r}: not a valid E.164 number")
-    if not _E164.fullmatch(e164):
+    if not E164.fullmatch(e164):
         raise refused
     try:
         number = phonenumbers.parse(e164, None)

@@ -11,18 +11,23 @@ says go through the same counter store from here:
   the same number still waiting) is answered with that request and rings nobody more, so it
   does not use up the visitor's allowance (it still counts per client address).
 
+A client address is counted as itself for IPv4 and by its /64 for IPv6 (``client_key``): one
+host of a network is given a whole /64 and may pick any address of it. The address is believed
+from ``X-Forwarded-For`` only when the connection comes from a trusted proxy.
+
 A limit reached is a 429 with ``Retry-After`` and a plain message in the visitor's language,
 and one row in the audit log per limit and key per window, so a flood does not flood the log.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue, RouteCallable
@@ -33,14 +38,18 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from cbserver import audit
+from cbserver import audit, number_policy
 from cbserver.config import Settings, rate_limits
 from cbserver.errors import CbError
 from cbserver.i18n import _
 from cbserver.models import Subscriber
 from cbserver.web import services
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 log = logging.getLogger("cbserver.ratelimits")
+_T = TypeVar("_T")
 
 KEY_PREFIX = "cbserver"
 # Public pages and calls a visitor uses besides submitting (by endpoint), and the methods
@@ -86,6 +95,8 @@ class _Check:
     # For the visitor, given the wait; and for the audit log.
     message: Callable[[str], str]
     detail: str
+    # The detail for log lines, when it holds what logs should not (a whole phone number).
+    log_detail: str | None = None
 
 
 def client_ip() -> str:
@@ -93,13 +104,56 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
+def address_key(address: str) -> str:
+    """What limits count ``address`` as: an IPv4 address itself, an IPv6 address its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def client_key() -> str:
+    """The visitor's address as every per-address limit counts it (see ``address_key``)."""
+    return address_key(client_ip())
+
+
+class TrustedProxyFix:
+    """``ProxyFix`` for the requests whose connection comes from one of ``networks``; anyone
+    else's ``X-Forwarded-For`` is the client's own writing, and not believed."""
+
+    def __init__(self, app: WSGIApplication, proxies: int, networks: Iterable[str]) -> None:
+        self.direct = app
+        self.fixed = ProxyFix(app, x_for=proxies, x_proto=proxies)
+        self.networks = [ipaddress.ip_network(network) for network in networks]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._trusted(environ.get("REMOTE_ADDR")):
+            return self.fixed(environ, start_response)
+        return self.direct(environ, start_response)
+
+    def _trusted(self, peer: object) -> bool:
+        try:
+            address = ipaddress.ip_address(str(peer))
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Count requests for ``app`` as ``settings`` say; call after the blueprints are registered."""
     if settings.trusted_proxies:
-        proxies = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, settings.trusted_proxies, settings.trusted_proxy_network_list
+        )
     limiter = Limiter(
-        client_ip,
+        client_key,
         app=app,
         storage_uri=settings.rate_limit_storage,
         storage_options={"wrap_exceptions": True},
@@ -154,22 +208,28 @@ def _refuse(message: Callable[[str], str], reset_at: float) -> RateLimited:
 
 
 def _record_once(
-    strategy: RateLimiter, item: RateLimitItem, detail: str, subscriber_id: int | None
+    strategy: RateLimiter,
+    item: RateLimitItem,
+    detail: str,
+    subscriber_id: int | None,
+    log_detail: str | None = None,
 ) -> None:
     """An audit row for this limit and key, unless one was written within its window."""
     once = RateLimitItemPerSecond(1, item.get_expiry())
     if strategy.hit(once, KEY_PREFIX, "audited", detail):
         audit.record_now(
             services().sessions,
-            f"visitor {client_ip()}",
+            audit.visitor(client_ip()),
             "rate_limited",
             detail,
             subscriber_id=subscriber_id,
+            log_detail=log_detail,
         )
 
 
 def _take(checks: Sequence[_Check], subscriber_id: int | None = None) -> None:
-    """Count one for every check, or for none and refuse (RateLimited) when any is full."""
+    """Count one for every check, or refuse (RateLimited) when any is full; see ``_take_from``
+    for what a refusal leaves counted."""
     limits = _limits()
     try:
         _take_from(limits.limiter.limiter, checks, subscriber_id)
@@ -179,6 +239,10 @@ def _take(checks: Sequence[_Check], subscriber_id: int | None = None) -> None:
 
 
 def _take_from(strategy: RateLimiter, checks: Sequence[_Check], subscriber_id: int | None) -> None:
+    """Test every check first and count one for each only when all have room: a request one
+    limit refuses uses up none of the others. A place can only be taken, never given back, so
+    when another process takes the last place of one check between the test and the count,
+    the checks counted already stay counted and this request is refused."""
     full = [check for check in checks if not strategy.test(check.item, KEY_PREFIX, *check.keys)]
     if not full:
         taken = [check for check in checks if strategy.hit(check.item, KEY_PREFIX, *check.keys)]
@@ -192,18 +256,17 @@ def _take_from(strategy: RateLimiter, checks: Sequence[_Check], subscriber_id: i
     }
     latest = max(full, key=lambda check: resets[check])
     for check in full:
-        _record_once(strategy, check.item, check.detail, subscriber_id)
+        _record_once(strategy, check.item, check.detail, subscriber_id, check.log_detail)
     raise _refuse(latest.message, resets[latest])
 
 
 def _public_limit_reached(limit: RequestLimit) -> None:
     """flask-limiter found the public limit reached: say so as every other limit does (the
     answer is made by the handler of its RateLimitExceeded, as this may not raise)."""
-    ip = client_ip()
     _record_once(
         limit.limiter,
         limit.limit,
-        f"public pages and calls from {ip}: over {limit.limit}",
+        f"public pages and calls from {client_key()}: over {limit.limit}",
         None,
     )
     g.rate_limited = _refuse(
@@ -224,7 +287,7 @@ def _public_limit_answer(_exc: RateLimitExceeded) -> ResponseReturnValue:
 
 def check_submitter() -> None:
     """Count a submission (form or API) against its client address; RateLimited when over."""
-    ip = client_ip()
+    ip = client_key()
     _take(
         [
             _Check(
@@ -245,7 +308,7 @@ def admit(subscriber: Subscriber, phone: str) -> None:
     """Count a request about to be stored for ``phone`` (E.164, valid); RateLimited when the
     number, the subscriber or the client address has had enough for now."""
     limits = _limits()
-    ip = client_ip()
+    ip = client_key()
     checks = [
         _Check(
             item,
@@ -256,6 +319,7 @@ def admit(subscriber: Subscriber, phone: str) -> None:
                 wait=wait,
             ),
             f"requests to call {phone}: over {item}",
+            f"requests to call {number_policy.masked(phone)}: over {item}",
         )
         for item in limits.per_number
     ]
@@ -298,16 +362,36 @@ def admit(subscriber: Subscriber, phone: str) -> None:
 
 
 def _is_new(seen: RateLimitItem, ip: str, phone: str) -> bool:
-    limits = _limits()
-    try:
-        return limits.limiter.limiter.test(seen, KEY_PREFIX, "seen", ip, phone)
-    except StorageError:
-        return limits.fallback.test(seen, KEY_PREFIX, "seen", ip, phone)
+    return _counted(lambda strategy: strategy.test(seen, KEY_PREFIX, "seen", ip, phone))
 
 
 def _hit(item: RateLimitItem, *keys: str) -> None:
+    _counted(lambda strategy: strategy.hit(item, KEY_PREFIX, *keys))
+
+
+def use_once(seconds: int, *keys: str) -> bool:
+    """Whether this is the first use of ``keys`` in ``seconds``; counted as used from now."""
+    once = RateLimitItemPerSecond(1, seconds)
+    return _counted(lambda strategy: strategy.hit(once, KEY_PREFIX, "once", *keys))
+
+
+def used(seconds: int, *keys: str) -> bool:
+    """Whether ``keys`` were used (``use_once``) in the last ``seconds``."""
+    once = RateLimitItemPerSecond(1, seconds)
+    return not _counted(lambda strategy: strategy.test(once, KEY_PREFIX, "once", *keys))
+
+
+def forget(seconds: int, *keys: str) -> None:
+    """Forget a use of ``keys`` (``use_once`` with the same ``seconds``)."""
+    once = RateLimitItemPerSecond(1, seconds)
+    _counted(lambda strategy: strategy.clear(once, KEY_PREFIX, "once", *keys))
+
+
+def _counted(action: Callable[[RateLimiter], _T]) -> _T:
+    """``action`` on the counter store, or on this process's own when the store is away."""
     limits = _limits()
     try:
-        limits.limiter.limiter.hit(item, KEY_PREFIX, *keys)
-    except StorageError:
-        limits.fallback.hit(item, KEY_PREFIX, *keys)
+        return action(limits.limiter.limiter)
+    except StorageError as exc:
+        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
+        return action(limits.fallback)

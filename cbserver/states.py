@@ -23,8 +23,9 @@ log = logging.getLogger("cbserver.states")
 TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED}),
     # queued -> queued: moved to another place in the line (rescheduled into a slot under way).
+    # Failed straight from the queue: its number is refused by the policy as it now stands.
     S.QUEUED: frozenset(
-        {S.DIALING_AGENT, S.DIALING_VISITOR, S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED}
+        {S.DIALING_AGENT, S.DIALING_VISITOR, S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.FAILED}
     ),
     # Agent-first: agent, then visitor. Visitor-first: visitor, then agent.
     # A failed attempt with no time left before the deadline expires the request.

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours
 from cbserver.models import Agent, AgentAssignment, CallOrder, OutsideHours, Subscriber, utcnow
 from cbserver.retries import RetryRuleError, parse_rules
@@ -39,12 +40,8 @@ _HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 
 
-class SubscriberError(ValueError):
-    """A subscriber or assignment was refused; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class SubscriberError(FieldError):
+    """A subscriber or assignment was refused."""
 
 
 # --- validation ----------------------------------------------------------------------------

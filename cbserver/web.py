@@ -90,7 +90,9 @@ def create_app(
         # The form may stay open a long time; the token is tied to the session, not a clock.
         WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SAMESITE=settings.cookie_samesite,
+        # Browsers drop a SameSite=None cookie that is not Secure.
+        SESSION_COOKIE_SECURE=settings.cookie_samesite == "None",
         JSON_SORT_KEYS=False,
     )
     app.config.update(config or {})

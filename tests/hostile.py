@@ -780,6 +780,11 @@ for url, what in [
     ("http://", "an address without a host"),
     ("http://[::1", "an unclosed IPv6 host"),
     ("not a url", "words"),
+    ("https://a.example/\ud800", "a lone surrogate"),
+    ("https://a.example/\x00", "a NUL"),
+    ("https://a.example/\x1b[2J", "an ANSI escape"),
+    ("https://a.example/\u202egnp.exe", "a bidi override"),
+    ("https://a.example/a\rb", "a control character"),
 ]:
     CORPUS.append(Hostile(f"page address: {what}", "page_url", url, 422, "bad_url"))
 

@@ -17,9 +17,12 @@
  * business has a CAPTCHA, its provider's script and frames: see cbserver/captcha.py).
  *
  * Against bots the form has a field people never see (it must stay empty) and sends back the
- * signed time it was opened (/widget/<slug>/form-token.json); a CAPTCHA, when the business
- * has one, is shown in an element of the page (slotted into the form): providers' scripts
- * cannot reach into a shadow root. The visitor must tick "I agree to be called".
+ * signed time it was opened (/widget/<slug>/form-token.json; good for one request, so a new
+ * one is asked for when a request may have been taken unanswered); a CAPTCHA, when the
+ * business has one, is shown in an element of the page (slotted into the form): providers'
+ * scripts cannot reach into a shadow root. The widget's settings (/widget/<slug>.json) say
+ * whether there is one: the form waits for them before it sends, and asks again when the
+ * server wants a CAPTCHA the widget did not know of. The visitor must tick "I agree".
  */
 (function () {
   "use strict";
@@ -56,6 +59,8 @@
   var TIMEOUT_MS = 20000;
   var business = ""; // the business's name, from /widget/<slug>.json
   var captchaSettings = null; // the business's CAPTCHA, from /widget/<slug>.json
+  var settingsLoading = null; // while /widget/<slug>.json is asked: a promise of its arrival
+  var onSettings = null; // what the mounted widget does when the settings arrive late
   // Each provider's browser API: render(element, {sitekey}), getResponse(id), reset(id).
   var CAPTCHA_APIS = { turnstile: "turnstile", hcaptcha: "hcaptcha", recaptcha: "grecaptcha" };
 
@@ -293,10 +298,11 @@
     var sending = false;
     var slotsAsked = 0;
     var formToken = null;
+    var tokenExpires = 0;
+    var tokenLoading = null;
     var captchaApi = null;
     var captchaId = null;
-    // A provider's challenge may open outside the dialog, which a modal dialog makes inert.
-    var modal = typeof dialog.showModal === "function" && !captchaSettings;
+    var modal = false;
 
     // aria-describedby: the field's hints that are shown, then its error if it has one.
     function describe(name) {
@@ -322,9 +328,10 @@
       });
     }
 
-    // A fresh element with role=alert is announced by screen readers as it appears.
+    // A fresh element with role=alert is announced by screen readers as it appears. A field
+    // not shown (the CAPTCHA, before its settings came) has its message above the form.
     function showError(message, field) {
-      if (ERROR_FIELDS.indexOf(field) < 0) {
+      if (ERROR_FIELDS.indexOf(field) < 0 || fieldBoxes[field].hidden) {
         formError.appendChild(el("p", { "class": "error", role: "alert", text: message }));
         formError.setAttribute("tabindex", "-1");
         formError.focus();
@@ -340,15 +347,23 @@
       input.focus();
     }
 
-    // The signed time the form was opened; without it the form still goes, as an API call.
+    // The signed time the form was opened, good for one request; the server refuses a
+    // browser's request without one, and says so.
     function loadFormToken() {
       formToken = null;
-      fetch(tokenUrl, { mode: "cors", credentials: "omit", cache: "no-store" })
+      var asked = Date.now();
+      var loading = fetch(tokenUrl, { mode: "cors", credentials: "omit", cache: "no-store" })
         .then(function (response) { return response.ok ? response.json() : null; })
         .then(function (found) {
-          if (found && typeof found.form_token === "string") { formToken = found.form_token; }
+          if (found && typeof found.form_token === "string") {
+            formToken = found.form_token;
+            tokenExpires = asked + (typeof found.expires_in === "number" ?
+              found.expires_in * 1000 : 3600000);
+          }
         })
-        .catch(function () { /* sent without: the server's other checks remain */ });
+        .catch(function () { /* the server's answer will say what is missing */ })
+        .then(function () { if (tokenLoading === loading) { tokenLoading = null; } });
+      tokenLoading = loading;
     }
 
     function captchaAnswer() {
@@ -479,6 +494,8 @@
       if (!dialog.open) {
         if (done.hidden) { key = randomKey(); sent = false; loadSlots(); loadFormToken(); }
         showCaptcha();
+        // A provider's challenge may open outside the dialog, which a modal dialog makes inert.
+        modal = typeof dialog.showModal === "function" && !captchaSettings;
         if (modal) {
           dialog.showModal();
         } else {
@@ -499,9 +516,24 @@
       }
     }
 
-    function send(event) {
+    // Sent once what it needs has come: the widget's settings (is there a CAPTCHA?) and a
+    // form token that has not expired.
+    function send(event, asked) {
       event.preventDefault();
       if (sending) { return; }
+      if (!asked && !tokenLoading && (!formToken || Date.now() > tokenExpires)) {
+        loadFormToken();
+      }
+      var waiting = settingsLoading || tokenLoading;
+      if (waiting) {
+        setSending(true);
+        waiting.then(function () {
+          setSending(false);
+          showCaptcha();
+          send(event, true);
+        });
+        return;
+      }
       clearErrors();
       var body = {
         subscriber: subscriber, when: inputs.when.value || "asap", page_url: location.href,
@@ -517,7 +549,7 @@
         showError(TEXT.consentMissing, "consent");
         return;
       }
-      if (captchaApi) {
+      if (captchaBox) {
         body.captcha = captchaAnswer();
         if (!body.captcha) {
           showError(TEXT.captchaMissing, "captcha");
@@ -547,16 +579,21 @@
             return;
           }
           resetCaptcha();
+          // The request may have been taken: its form token is spent.
+          if (response.status >= 500) { loadFormToken(); }
           if (answer && answer.error && typeof answer.error.message === "string") {
             showError(answer.error.message, answer.error.field);
             // Taken meanwhile, or no longer possible: the message says so, the list shows it.
             if (answer.error.field === "when") { loadSlots(); }
+            // A CAPTCHA the widget did not know of (its settings did not come): ask again.
+            if (answer.error.field === "captcha" && !captchaBox) { loadSettings(); }
           } else {
             showError(TEXT.failed, null);
           }
         });
       }, function () {
         resetCaptcha();
+        loadFormToken();
         showError(TEXT.unreachable, null);
       }).catch(function () {
         showError(TEXT.failed, null);
@@ -575,6 +612,7 @@
       if (sent) { key = randomKey(); sent = false; }
     });
     dialog.addEventListener("close", function () { launcher.focus(); });
+    onSettings = function () { if (dialog.open) { showCaptcha(); } };
     // A modal <dialog> closes on Escape by itself; without showModal, by this.
     dialog.addEventListener("keydown", function (event) {
       if (event.key === "Escape" && !modal) { close(); }
@@ -597,28 +635,41 @@
     if (window.console) { window.console.error("cbserver widget: data-subscriber is missing"); }
     return;
   }
-  // The business's language: labels from /widget/<slug>.json; English if they do not come.
-  function withTexts(then) {
-    var url = new URL("widget/" + encodeURIComponent(script.getAttribute("data-subscriber")) +
-      ".json", script.src).href;
-    var done = false;
-    function finish() { if (!done) { done = true; then(); } }
-    window.setTimeout(finish, 3000);
-    fetch(url, { credentials: "omit" })
+  var mounted = false;
+  var settingsUrl = new URL("widget/" +
+    encodeURIComponent(script.getAttribute("data-subscriber")) + ".json", script.src).href;
+
+  // The business's name, language and CAPTCHA. Labels that come after the widget was shown
+  // are not used (English it stays); a CAPTCHA is shown whenever it comes.
+  function loadSettings() {
+    var loading = fetch(settingsUrl, { credentials: "omit" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (found) {
         if (found && typeof found.name === "string") { business = found.name; }
         if (found && found.captcha && typeof found.captcha.site_key === "string") {
           captchaSettings = found.captcha;
         }
-        if (found && found.text) {
+        if (found && found.text && !mounted) {
           Object.keys(TEXT).forEach(function (key) {
             if (typeof found.text[key] === "string") { TEXT[key] = found.text[key]; }
           });
         }
       })
-      .catch(function () { /* English it is */ })
-      .then(finish);
+      .catch(function () { /* asked again when the server wants what they would say */ })
+      .then(function () {
+        if (settingsLoading === loading) { settingsLoading = null; }
+        if (onSettings) { onSettings(); }
+      });
+    settingsLoading = loading;
+    return loading;
+  }
+
+  // The widget is shown when its settings came, or after 3 s without them (in English).
+  function withTexts(then) {
+    var done = false;
+    function finish() { if (!done) { done = true; mounted = true; then(); } }
+    window.setTimeout(finish, 3000);
+    loadSettings().then(finish);
   }
 
   function start() { withTexts(function () { mount(script); }); }

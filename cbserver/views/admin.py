@@ -20,17 +20,17 @@ from sqlalchemy.orm import Session, selectinload
 from cbserver import admin_tokens, audit, captcha, intake, number_policy
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
-from cbserver.errors import BadRequest, CbError, Conflict, Invalid, NotFound
+from cbserver.errors import BadRequest, CbError, Conflict, FieldError, Invalid, NotFound
 from cbserver.models import (
     Agent,
     AgentAssignment,
     ApiToken,
-    AuditEvent,
     CallbackRequest,
     DeniedNumber,
     RequestStatus,
     Subscriber,
 )
+from cbserver.numbers import E164
 from cbserver.views import bodies
 from cbserver.views.present import present
 from cbserver.web import db_session, now, request_stored
@@ -45,33 +45,27 @@ OFFSET = (0, 1_000_000_000)
 DEFAULT_PRIORITY = 100
 REALM = "cbserver admin"
 
-SUBSCRIBER_TEXT = (
-    "slug",
+# What a new subscriber may be given besides its slug, passed on as given.
+SUBSCRIBER_OPTIONS = (
     "display_name",
     "country",
     "caller_id",
     "time_zone",
     "language",
     "call_order",
+    "max_attempts",
+    "retry_interval_seconds",
 )
-SUBSCRIBER_NUMBERS = ("max_attempts", "retry_interval_seconds")
 # A comma-separated string, as the command line takes them, or a JSON array of strings.
 SUBSCRIBER_LISTS = ("allowed_countries", "allowed_origins")
-SUBSCRIBER_FIELDS = SUBSCRIBER_TEXT + SUBSCRIBER_NUMBERS + SUBSCRIBER_LISTS
 SUBSCRIBER_REQUIRED = ("slug", "display_name", "country", "caller_id")
-AGENT_FIELDS = ("name", "contact", "dtmf_mode")
 REQUEST_FILTERS = ("subscriber", "status", "phone", "created_from", "created_to", "limit", "offset")
 AUDIT_FILTERS = ("subscriber", "action", "since", "limit")
-DENY_FIELDS = ("pattern", "prefix", "reason", "subscriber")
 
 # What may be looked up at all; anything else cannot exist, and is not sent to the database.
 _REQUEST_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
-_E164 = re.compile(r"\+[1-9][0-9]{2,14}")
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 _WHOLE = re.compile(r"[0-9]{1,12}")
-_ACTIONS = re.compile(r"[a-z_]{1,60}(?:,[a-z_]{1,60})*")
-# Row ids are 32-bit integers on every database.
-MAX_ID = 2**31 - 1
 
 
 class Forbidden(CbError):
@@ -132,9 +126,8 @@ def _require_all_subscribers(action: str) -> None:
 def _audit(
     session: Session, action: str, detail: str, *, subscriber: Subscriber | None = None
 ) -> None:
-    """Record what the token did, and commit: with the change itself when it is still pending
-    (deny-list, number types), else right after the service that committed it, so a refused
-    change is never recorded."""
+    """Record what the token did, and commit: after the service that made the change, so a
+    refused change is never recorded. (The deny-list and number types record their own.)"""
     audit.record(
         session,
         _token().name,
@@ -194,60 +187,16 @@ def _callback(session: Session, request_id: str) -> CallbackRequest:
 # --- reading bodies --------------------------------------------------------------------------
 
 
-def _json_object(*, required: bool = True) -> dict[str, Any]:
-    if not required and not request.get_data(cache=True):
-        return {}
-    if not request.is_json:
-        raise BadRequest("Send the body as JSON (Content-Type: application/json).", code="not_json")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.", code="bad_json")
+def _body() -> dict[str, Any]:
+    """The JSON body, of the shape its schema says (bodies.check_json_body saw to that); {} for
+    an optional body left out."""
+    body: dict[str, Any] = request.get_json() if request.get_data(cache=True) else {}
     return body
 
 
-def _check_fields(
-    body: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]
-) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise BadRequest(f"Unknown field: {unknown[0]}.", field=unknown[0], code="unknown_field")
-    for name in required:
-        if body.get(name) in (None, ""):
-            raise BadRequest(f"The field {name} is required.", field=name, code="missing_field")
-
-
-def _wrong_type(name: str, what: str) -> BadRequest:
-    return BadRequest(f"The field {name} must be {what}.", field=name, code="wrong_type")
-
-
-def _text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise _wrong_type(name, "text")
-    return value
-
-
-def _whole_number(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise _wrong_type(name, "a whole number")
-    return value
-
-
-def _flag(body: dict[str, Any], name: str) -> bool | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise _wrong_type(name, "true or false")
-    return value
-
-
-def _text_list(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return ",".join(value)
-    if value is not None and not isinstance(value, str):
-        raise _wrong_type(name, "text or a list of texts")
-    return value
+def _joined(value: str | list[str] | None) -> str | None:
+    """Texts as the services take them: a JSON list of them comma-separated, like a string."""
+    return ",".join(value) if isinstance(value, list) else value
 
 
 # --- presenting ------------------------------------------------------------------------------
@@ -346,16 +295,10 @@ def list_subscribers() -> Response:
 def create_subscriber() -> tuple[Response, int, dict[str, str]]:
     _require_all_subscribers("create subscribers")
     session = db_session()
-    body = _json_object()
-    _check_fields(body, SUBSCRIBER_FIELDS, SUBSCRIBER_REQUIRED)
-    given: dict[str, Any] = {}
-    for name in SUBSCRIBER_TEXT:
-        given[name] = _text(body, name)
-    for name in SUBSCRIBER_NUMBERS:
-        given[name] = _whole_number(body, name)
-    for name in SUBSCRIBER_LISTS:
-        given[name] = _text_list(body, name)
-    slug = given.pop("slug")
+    body = _body()
+    slug: str = body["slug"]
+    given = {name: body.get(name) for name in SUBSCRIBER_OPTIONS}
+    given.update({name: _joined(body.get(name)) for name in SUBSCRIBER_LISTS})
     options = {name: value for name, value in given.items() if value is not None}
     try:
         created = subscribers_service.add_subscriber(session, slug, **options)
@@ -394,8 +337,7 @@ def change_schedule(slug: str) -> Response:
     """Opening hours, slots, deadlines and retry rules; fields left out stay as they are."""
     session = db_session()
     subscriber = _subscriber(session, slug)
-    body = _json_object()
-    _check_fields(body, subscribers_service.SCHEDULE_FIELDS, ())
+    body = _body()
     try:
         subscribers_service.set_schedule(session, subscriber.slug, body, now=now())
     except subscribers_service.SubscriberError as exc:
@@ -412,8 +354,6 @@ def change_schedule(slug: str) -> Response:
 
 # --- a CAPTCHA on the subscriber's form and widget (see captcha.py) ---------------------------
 
-CAPTCHA_FIELDS = ("provider", "site_key", "secret", "verify_url")
-
 
 @blueprint.get("/subscribers/<slug>/captcha")
 def get_captcha(slug: str) -> Response:
@@ -423,24 +363,21 @@ def get_captcha(slug: str) -> Response:
 @blueprint.put("/subscribers/<slug>/captcha")
 def set_captcha(slug: str) -> Response:
     """Turn the subscriber's CAPTCHA on (a provider, its site key and secret) or off
-    (provider null). The secret is taken, never shown; left out, the one set before stays."""
+    (provider null). The secret is taken, never shown; left out, the one set before stays.
+    Only a token for all subscribers may say where answers are checked: the server posts to
+    that address, which is not a subscriber's to point at the network around it."""
     session = db_session()
     subscriber = _subscriber(session, slug)
-    body = _json_object()
-    _check_fields(body, CAPTCHA_FIELDS, ())
-    if "provider" not in body:
-        raise BadRequest(
-            "The field provider is required (null turns the CAPTCHA off).",
-            field="provider",
-            code="missing_field",
-        )
+    body = _body()
+    if body.get("verify_url") is not None:
+        _require_all_subscribers("set where CAPTCHA answers are checked")
     try:
         captcha.configure(
             subscriber,
-            provider=_text(body, "provider"),
-            site_key=_text(body, "site_key"),
-            secret=_text(body, "secret"),
-            verify_url=_text(body, "verify_url"),
+            provider=body["provider"],
+            site_key=body.get("site_key"),
+            secret=body.get("secret"),
+            verify_url=body.get("verify_url"),
         )
     except captcha.CaptchaError as exc:
         session.rollback()
@@ -481,11 +418,10 @@ def list_agents() -> Response:
 def create_agent() -> tuple[Response, int]:
     _require_all_subscribers("create agents")
     session = db_session()
-    body = _json_object()
-    _check_fields(body, AGENT_FIELDS, ("name",))
-    name = _text(body, "name") or ""
-    contact = _text(body, "contact")
-    dtmf_mode = _text(body, "dtmf_mode") or "rfc4733"
+    body = _body()
+    name = body["name"]
+    contact = body.get("contact")
+    dtmf_mode = body.get("dtmf_mode") or "rfc4733"
     try:
         created = agents_service.add_agent(session, name, contact=contact, dtmf_mode=dtmf_mode)
     except agents_service.AgentError as exc:
@@ -508,9 +444,7 @@ def create_agent() -> tuple[Response, int]:
 def assign_agent(slug: str, agent: str) -> tuple[Response, int]:
     session = db_session()
     subscriber = _subscriber(session, slug)
-    body = _json_object(required=False)
-    _check_fields(body, ("priority",), ())
-    priority = _whole_number(body, "priority")
+    priority = _body().get("priority")
     found = _agent_named(session, agent)
     current = _assignment(subscriber, found)
     if current is None and _scope() is not None:
@@ -597,7 +531,7 @@ def _statuses(text: str) -> list[str]:
 
 def _phone(text: str) -> str:
     phone = _PHONE_PUNCTUATION.sub("", text)
-    if not _E164.fullmatch(phone):
+    if not E164.fullmatch(phone):
         raise Invalid(
             f"phone {text!r} is not a number in E.164 form, like +12015550123 "
             "(in a URL, write the + as %2B)",
@@ -689,15 +623,13 @@ def get_request(request_id: str) -> Response:
 def reschedule_request(request_id: str) -> Response:
     session = db_session()
     callback = _callback(session, request_id)
-    body = _json_object()
-    _check_fields(body, ("when",), ("when",))
-    when = _text(body, "when")
+    when = _body()["when"]
     intake.reschedule(session, callback, when, "moved by an admin", now=now())
     request_stored(True)
     _audit(
         session,
         "request_moved",
-        f"moved request {callback.id} to {(when or '').strip()}",
+        f"moved request {callback.id} to {when.strip()}",
         subscriber=callback.subscriber,
     )
     session.expire(callback, ["events"])
@@ -741,27 +673,17 @@ def set_number_types(slug: str) -> Response:
     _require_all_subscribers("change which kinds of numbers are called")
     session = db_session()
     subscriber = _subscriber(session, slug)
-    body = _json_object()
-    _check_fields(body, ("number_types",), ())
-    if "number_types" not in body:
-        raise BadRequest(
-            "The field number_types is required (null for the default).",
-            field="number_types",
-            code="missing_field",
-        )
     try:
-        subscriber.number_types = number_policy.validate_number_types(
-            _text_list(body, "number_types")
+        number_policy.set_number_types(
+            session,
+            subscriber,
+            _joined(_body()["number_types"]),
+            actor=_token().name,
+            at=now(),
         )
     except number_policy.PolicyError as exc:
         raise Invalid(str(exc), field=exc.field, code="bad_number_types") from exc
-    names = ", ".join(number_policy.type_names(subscriber))
-    _audit(
-        session,
-        "number_types_changed",
-        f"{subscriber.slug} calls {names}",
-        subscriber=subscriber,
-    )
+    session.commit()
     return jsonify(_number_types_json(subscriber))
 
 
@@ -792,12 +714,8 @@ def list_denied_numbers() -> Response:
 @blueprint.post("/denied-numbers")
 def add_denied_number() -> tuple[Response, int]:
     session = db_session()
-    body = _json_object()
-    _check_fields(body, DENY_FIELDS, ("pattern",))
-    pattern = _text(body, "pattern") or ""
-    prefix = bool(_flag(body, "prefix"))
-    reason = _text(body, "reason") or ""
-    slug = _text(body, "subscriber")
+    body = _body()
+    slug = body.get("subscriber")
     scope = _scope()
     owner: Subscriber | None = None
     if slug is not None:
@@ -806,14 +724,15 @@ def add_denied_number() -> tuple[Response, int]:
         # A business's token denies numbers for that business.
         owner = session.get(Subscriber, scope)
     try:
-        entry = number_policy.validate_entry(pattern, prefix=prefix, reason=reason)
-        denied = number_policy.add_entry(session, entry, owner.id if owner else None)
+        entry = number_policy.validate_entry(
+            body["pattern"], prefix=bool(body.get("prefix")), reason=body.get("reason") or ""
+        )
+        denied = number_policy.add_entry(session, entry, owner, actor=_token().name, at=now())
     except number_policy.AlreadyDenied as exc:
         raise Conflict(str(exc), field=exc.field, code="denied_number_exists") from exc
     except number_policy.PolicyError as exc:
         raise Invalid(str(exc), field=exc.field, code=f"bad_{exc.field}") from exc
-    detail = number_policy.describe(denied, owner.slug if owner else None)
-    _audit(session, "denied_number_added", f"denied {detail}", subscriber=owner)
+    session.commit()
     return jsonify(_denied_json(session, denied)), 201
 
 
@@ -821,8 +740,8 @@ def add_denied_number() -> tuple[Response, int]:
 def remove_denied_number(entry_id: str) -> Response:
     session = db_session()
     found = None
-    if _WHOLE.fullmatch(entry_id) and int(entry_id) <= MAX_ID:
-        found = session.get(DeniedNumber, int(entry_id))
+    if _WHOLE.fullmatch(entry_id):
+        found = number_policy.entry_by_id(session, int(entry_id))
     scope = _scope()
     if found is None or (scope is not None and found.subscriber_id not in (None, scope)):
         raise NotFound(
@@ -835,11 +754,9 @@ def remove_denied_number(entry_id: str) -> Response:
             "This entry is for every subscriber: a token for one subscriber can read it but not "
             "remove it. Use a token for all subscribers."
         )
-    owner = session.get(Subscriber, found.subscriber_id) if found.subscriber_id else None
     shown = _denied_json(session, found)
-    session.delete(found)
-    detail = number_policy.describe(found, owner.slug if owner else None)
-    _audit(session, "denied_number_removed", f"no longer denied: {detail}", subscriber=owner)
+    number_policy.remove_entry(session, found, actor=_token().name, at=now())
+    session.commit()
     return jsonify(shown)
 
 
@@ -853,29 +770,17 @@ def list_audit_events() -> Response:
     session = db_session()
     query = _query(AUDIT_FILTERS)
     limit = _bounded("limit", query["limit"], LIMIT) if "limit" in query else DEFAULT_LIMIT
-    conditions: list[ColumnElement[bool]] = []
-    scope = _scope()
-    if scope is not None:
-        conditions.append(AuditEvent.subscriber_id == scope)
-    if "subscriber" in query:
-        conditions.append(AuditEvent.subscriber_id == _subscriber(session, query["subscriber"]).id)
-    if "action" in query:
-        if not _ACTIONS.fullmatch(query["action"]):
-            raise Invalid(
-                f"action {query['action']!r} must be one or more (comma-separated) action codes "
-                "like number_refused or subscriber_added",
-                field="action",
-                code="bad_action",
-            )
-        conditions.append(AuditEvent.action.in_(query["action"].split(",")))
-    if "since" in query:
-        conditions.append(AuditEvent.at >= _moment("since", query["since"]))
-    rows = session.execute(
-        select(AuditEvent, Subscriber.slug)
-        .outerjoin(Subscriber, Subscriber.id == AuditEvent.subscriber_id)
-        .where(*conditions)
-        .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-        .limit(limit)
+    # Within the token's scope: _subscriber answers 404 for any other.
+    subscriber_id = (
+        _subscriber(session, query["subscriber"]).id if "subscriber" in query else _scope()
+    )
+    try:
+        actions = audit.action_codes(query["action"]) if "action" in query else None
+    except FieldError as exc:
+        raise Invalid(str(exc), field=exc.field, code="bad_action") from exc
+    since = _moment("since", query["since"]) if "since" in query else None
+    rows = audit.events(
+        session, limit=limit, subscriber_id=subscriber_id, actions=actions, since=since
     )
     items = [
         {

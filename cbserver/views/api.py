@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from cbserver import bots, captcha, intake, ratelimits, subscribers
-from cbserver.errors import BadRequest, Invalid
+from cbserver.errors import Invalid
 from cbserver.i18n import _, use_language
 from cbserver.intake import Submission
 from cbserver.views import bodies, widget
@@ -18,48 +18,17 @@ from cbserver.web import db_session, now, request_stored
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 blueprint.before_request(bodies.check_json_body)
-FIELDS = ("subscriber", "phone", "name", "topic", "when", "page_url")
-# The bot checks the widget sends (see bots.py), and the answer of the subscriber's CAPTCHA
-# when it has one (see captcha.py).
-CHECK_FIELDS = (bots.HONEYPOT_FIELD, "form_token", "captcha")
-REQUIRED = ("subscriber", "phone")
 MAX_SLOT_DAYS = 31
 _DAYS = re.compile(r"[0-9]{1,3}")
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not request.is_json:
-        raise BadRequest(
-            _("Send the request as JSON (Content-Type: application/json)."), code="not_json"
-        )
-    if not isinstance(body, dict):
-        raise BadRequest(_("The body must be a JSON object."), code="bad_json")
+    """The JSON body, of the shape its schema says: bodies.check_json_body saw to that."""
+    body: dict[str, Any] = request.get_json()
     return body
 
 
 def _submission(body: dict[str, Any]) -> Submission:
-    unknown = sorted(set(body) - {*FIELDS, *CHECK_FIELDS, "consent"})
-    if unknown:
-        raise BadRequest(
-            _("Unknown field: %(field)s.", field=unknown[0]), field=unknown[0], code="unknown_field"
-        )
-    for name in REQUIRED:
-        if body.get(name) in (None, ""):
-            raise BadRequest(
-                _("The field %(field)s is required.", field=name), field=name, code="missing_field"
-            )
-    for name in (*FIELDS, *CHECK_FIELDS):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise BadRequest(
-                _("The field %(field)s must be text.", field=name), field=name, code="wrong_type"
-            )
-    if body.get("consent") is not None and not isinstance(body["consent"], bool):
-        raise BadRequest(
-            _("The field consent must be true or false."),
-            field="consent",
-            code="wrong_type",
-        )
     return Submission(
         subscriber=body["subscriber"],
         phone=body["phone"],
@@ -68,7 +37,7 @@ def _submission(body: dict[str, Any]) -> Submission:
         when=body.get("when") or "asap",
         page_url=body.get("page_url"),
         idempotency_key=request.headers.get("Idempotency-Key"),
-        client=request.remote_addr,
+        client=ratelimits.client_ip(),
         consent=body.get("consent") is True,
     )
 
@@ -116,15 +85,17 @@ def create_callback() -> tuple[Response, int]:
     ratelimits.check_submitter()
     submission = _submission(body)
     subscriber = intake.find_subscriber(session, submission.subscriber)
-    # The widget sends these; a server-side integration need not (it meets the limits).
-    bots.check_request(
+    # A browser (the widget) sends these; a server-side integration need not (it meets the
+    # limits), and has no Origin.
+    with bots.checked(
         subscriber,
         honeypot=body.get(bots.HONEYPOT_FIELD),
         token=body.get("form_token"),
-        token_required=False,
-    )
-    captcha.verify(subscriber, body.get("captcha"), ratelimits.client_ip())
-    submitted = intake.submit(session, submission, now=now(), admit=ratelimits.admit)
+        token_required="Origin" in request.headers,
+        request_key=submission.idempotency_key,
+    ):
+        captcha.verify(subscriber, body.get("captcha"), ratelimits.client_ip())
+        submitted = intake.submit(session, submission, now=now(), admit=ratelimits.admit)
     request_stored(submitted.created)
     callback = submitted.request
     # A replayed Idempotency-Key gets the first answer again; a number already waiting, 200.
@@ -156,19 +127,7 @@ def reschedule_callback(request_id: str) -> Response:
     session = db_session()
     callback = intake.for_visitor(session, request_id, _token())
     use_language(callback.subscriber.language)
-    body = _json_body()
-    unknown = sorted(set(body) - {"when"})
-    if unknown:
-        raise BadRequest(
-            _("Unknown field: %(field)s.", field=unknown[0]), field=unknown[0], code="unknown_field"
-        )
-    when = body.get("when")
-    if not isinstance(when, str) or not when:
-        raise BadRequest(
-            _('The field when is required: "asap" or the start of a slot.'),
-            field="when",
-            code="missing_field",
-        )
+    when = _json_body()["when"]
     intake.reschedule(session, callback, when, "moved by the visitor", now=now())
     request_stored(True)
     return jsonify(present(session, callback))

@@ -17,8 +17,9 @@ from functools import cache
 from typing import Any
 
 from flask import request
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, TypeChecker, validators
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 
 from cbserver.errors import BadRequest, CbError, Invalid
@@ -28,9 +29,20 @@ _RULE_VARIABLE = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 _SHAPE = frozenset({"type", "required", "additionalProperties"})
 
 
+def _is_whole_number(checker: TypeChecker, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# JSON Schema counts 3.0 as an integer; the services take a whole number only as a Python int.
+_BodyValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_whole_number),
+)
+
+
 @dataclass(frozen=True)
 class RequestBody:
-    validator: Draft202012Validator
+    validator: Validator
     # Whether the operation needs a body at all (PUT .../agents/<agent> may come without one).
     needed: bool
     # The members the body must have: null for one of them is a missing value, not a type.
@@ -56,7 +68,7 @@ def request_bodies() -> dict[tuple[str, str], RequestBody]:
             Draft202012Validator.check_schema(rooted)
             named = schemas[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
             bodies[(path, method)] = RequestBody(
-                Draft202012Validator(rooted),
+                _BodyValidator(rooted),
                 needed=bool(body.get("required")),
                 required=frozenset(named.get("required", ())),
             )
@@ -110,6 +122,11 @@ def _first_problem(errors: Iterable[ValidationError]) -> ValidationError | None:
 
 
 def _is_shape(error: ValidationError) -> bool:
+    # Consent withheld is the visitor's answer, not a malformed body: a malformed one says so.
+    if _consent_withheld(
+        str(error.validator), list(error.absolute_path), error.instance, error.validator_value
+    ):
+        return False
     return error.validator in _SHAPE or (
         error.validator == "minLength" and error.validator_value == 1
     )
@@ -130,6 +147,12 @@ def _refusal(error: ValidationError, required: frozenset[str]) -> CbError:
     limit: Any = error.validator_value
     instance: Any = error.instance
     schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    if _consent_withheld(keyword, path, instance, limit):
+        return Invalid(
+            _("Please tick the box to agree that we call you at this number."),
+            field="consent",
+            code="consent_missing",
+        )
     if keyword == "additionalProperties":
         unknown = sorted(set(instance) - set(schema.get("properties", {})))[:1]
         return BadRequest(
@@ -164,6 +187,14 @@ def _refusal(error: ValidationError, required: frozenset[str]) -> CbError:
         )
         return Invalid(message, field=field, code="too_many")
     return Invalid(_value_message(keyword, where, instance, schema), field=field)
+
+
+def _consent_withheld(keyword: str, path: list[Any], instance: Any, limit: Any) -> bool:
+    """A request's consent left out, null or false: refused as the intake service refuses it
+    (a 422 the visitor understands), not as a malformed body."""
+    if keyword == "required":
+        return not path and [name for name in limit if name not in instance][:1] == ["consent"]
+    return path == ["consent"] and (keyword == "const" or instance is None)
 
 
 def _missing(where: str, field: str | None) -> BadRequest:

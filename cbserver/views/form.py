@@ -129,30 +129,31 @@ def _submit(
     ratelimits.check_submitter()
     if not form.validate_on_submit():
         return None
-    bots.check_request(
+    with bots.checked(
         subscriber,
         honeypot=form.website.data,
         token=form.form_token.data,
         token_required=True,
-    )
-    if check is not None:
-        captcha.verify(subscriber, request.form.get(check["field"]), ratelimits.client_ip())
-    return intake.submit(
-        db_session(),
-        Submission(
-            subscriber=subscriber.slug,
-            phone=form.phone.data or "",
-            name=form.name.data,
-            topic=form.topic.data,
-            when=chosen_when(form.when.data, form.slot.data),
-            page_url=form.page_url.data or None,
-            idempotency_key=form.submission_id.data or None,
-            client=request.remote_addr,
-            consent=bool(form.consent.data),
-        ),
-        now=now(),
-        admit=ratelimits.admit,
-    )
+        request_key=form.submission_id.data or None,
+    ):
+        if check is not None:
+            captcha.verify(subscriber, request.form.get(check["field"]), ratelimits.client_ip())
+        return intake.submit(
+            db_session(),
+            Submission(
+                subscriber=subscriber.slug,
+                phone=form.phone.data or "",
+                name=form.name.data,
+                topic=form.topic.data,
+                when=chosen_when(form.when.data, form.slot.data),
+                page_url=form.page_url.data or None,
+                idempotency_key=form.submission_id.data or None,
+                client=ratelimits.client_ip(),
+                consent=bool(form.consent.data),
+            ),
+            now=now(),
+            admit=ratelimits.admit,
+        )
 
 
 def _show_error(form: CallbackForm, error: CbError) -> str | None:
@@ -168,7 +169,8 @@ def _show_error(form: CallbackForm, error: CbError) -> str | None:
 
 def _keep_form_token(form: CallbackForm, subscriber: Subscriber) -> None:
     """The form shown again keeps the time it was first shown, so a person who was just quick
-    can send it again at once; a bot's made-up time is replaced. The hidden field is emptied."""
+    can send it again at once; a bot's made-up time, and a spent or expired token, are
+    replaced. The hidden field is emptied."""
     if not bots.signed_here(subscriber, form.form_token.data):
         form.form_token.data = bots.issue(subscriber)
     form.website.data = ""

@@ -66,7 +66,7 @@ SCHEMAS: dict[str, Any] = {
     "CallbackCreate": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["subscriber", "phone"],
+        "required": ["subscriber", "phone", "consent"],
         "properties": {
             "subscriber": {
                 "type": "string",
@@ -90,9 +90,9 @@ SCHEMAS: dict[str, Any] = {
             },
             "page_url": {"type": ["string", "null"], "maxLength": MAX_PAGE_URL},
             "consent": {
-                "type": ["boolean", "null"],
-                "description": "true: the visitor agrees to be called at this number (required "
-                "to be true)",
+                "type": "boolean",
+                "const": True,
+                "description": "the visitor agrees to be called at this number: must be true",
             },
             "captcha": {
                 "type": ["string", "null"],
@@ -101,7 +101,9 @@ SCHEMAS: dict[str, Any] = {
             },
             "form_token": {
                 "type": ["string", "null"],
-                "description": "the widget's token of when its form was shown",
+                "description": "the widget's token of when its form was shown "
+                "(/widget/{slug}/form-token.json), good for one request: required from a "
+                "browser (a request with an Origin header)",
             },
             bots.HONEYPOT_FIELD: {
                 "type": ["string", "null"],
@@ -458,12 +460,27 @@ ADMIN_SCHEMAS: dict[str, Any] = {
         "properties": {
             "slug": {
                 "type": "string",
+                "minLength": 1,
                 "description": "2 to 40 lowercase letters, digits and '-'",
                 "example": "acme",
             },
-            "display_name": {"type": "string", "maxLength": subscribers.MAX_DISPLAY_NAME},
-            "country": {"type": "string", "description": "ISO 3166 alpha-2", "example": "US"},
-            "caller_id": {"type": "string", "description": "E.164", "example": "+12015550100"},
+            "display_name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": subscribers.MAX_DISPLAY_NAME,
+            },
+            "country": {
+                "type": "string",
+                "minLength": 1,
+                "description": "ISO 3166 alpha-2",
+                "example": "US",
+            },
+            "caller_id": {
+                "type": "string",
+                "minLength": 1,
+                "description": "E.164",
+                "example": "+12015550100",
+            },
             "time_zone": {
                 "type": ["string", "null"],
                 "description": "IANA time zone; default UTC",
@@ -562,6 +579,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {
                 "type": "string",
+                "minLength": 1,
                 "description": "also the SIP user: lowercase letters, digits, '-' and '_'",
                 "example": "alice",
             },
@@ -1051,6 +1069,7 @@ SECURITY_SCHEMAS: dict[str, Any] = {
         "properties": {
             "pattern": {
                 "type": "string",
+                "minLength": 1,
                 "description": "'+' and digits, E.164: a number, or with prefix a prefix of at "
                 "least 2 digits",
                 "example": "+4490",
@@ -1242,7 +1261,12 @@ CAPTCHA_SCHEMAS: dict[str, Any] = {
                 "maxLength": captcha.MAX_KEY,
                 "description": "left out: the one set before stays",
             },
-            "verify_url": {"type": ["string", "null"], "maxLength": captcha.MAX_VERIFY_URL},
+            "verify_url": {
+                "type": ["string", "null"],
+                "maxLength": captcha.MAX_VERIFY_URL,
+                "description": "where answers are checked instead of the provider's address: "
+                "https, or http to this machine; a token for all subscribers only",
+            },
         },
     },
 }
@@ -1260,8 +1284,12 @@ CAPTCHA_PATHS: dict[str, Any] = {
             "Turn the subscriber's CAPTCHA on (Turnstile, hCaptcha or reCAPTCHA) or off",
             {
                 "200": _json("set; the CAPTCHA", "AdminCaptcha"),
+                "403": _error("a token for one subscriber gave a verify address"),
                 "404": _error(_HIDDEN),
-                "422": _error("no site key or secret, or a verify address that is no URL"),
+                "422": _error(
+                    "no site key or secret (another provider needs both anew), or a verify "
+                    "address that is no https URL"
+                ),
             },
             parameters=[_SLUG],
             body="AdminCaptchaChange",

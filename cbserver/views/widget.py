@@ -118,9 +118,12 @@ def widget_texts(slug: str) -> Response:
 
 @blueprint.get("/widget/<slug>/form-token.json")
 def form_token(slug: str) -> Response:
-    """The signed time the widget's form was opened (see bots.py): sent back with the form."""
+    """The signed time the widget's form was opened (see bots.py): sent back with the form,
+    once, within ``expires_in`` seconds."""
     subscriber = find_subscriber(db_session(), slug)
-    response = jsonify({"form_token": bots.issue(subscriber)})
+    response = jsonify(
+        {"form_token": bots.issue(subscriber), "expires_in": int(bots.max_seconds())}
+    )
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 

@@ -6,14 +6,17 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver import number_policy
 from cbserver.agents import add_agent
 from cbserver.claims import LEASE, claim_due, claim_next, promote_due
 from cbserver.intake import Submission, submit
 from cbserver.models import (
     Agent,
     AgentAssignment,
+    AuditEvent,
     CallbackRequest,
     CallOrder,
     RequestStatus,
@@ -268,3 +271,22 @@ def test_a_batch_takes_no_more_of_a_business_than_it_has_agents_free(
     assert [c.request_id for c in claims] == [acme_first, bolt_request], (
         "acme's one agent takes its oldest request; its second waits, bolt's is not held up"
     )
+
+
+@pytest.mark.usefixtures("staff")
+def test_a_number_denied_after_it_was_taken_is_never_claimed(session: Session) -> None:
+    denied = ask(session, "+12015550123", NOW)
+    later = ask(session, "+12015550124", NOW + timedelta(seconds=1))
+    entry = number_policy.validate_entry("+12015550123", prefix=False, reason="abuse")
+    number_policy.add_entry(session, entry, None, actor="ops")
+    session.commit()
+
+    claims = claim_due(session, "worker-a", NOW + timedelta(seconds=2), 5)
+
+    assert [c.request_id for c in claims] == [later], "the denied number is never rung"
+    request = session.get_one(CallbackRequest, denied)
+    assert request.status == RequestStatus.FAILED
+    assert request.attempts == [], "no attempt: nobody was rung"
+    assert request.events[-1].reason == "not called: the number is now refused (phone_denied)"
+    refusal = session.scalars(select(AuditEvent).where(AuditEvent.action == "request_refused"))
+    assert [e.detail for e in refusal] == [f"request {denied}: not called (phone_denied)"]

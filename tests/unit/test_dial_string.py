@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from cbserver.intake import normalise_phone
+from cbserver import number_policy
 from cbserver.models import Subscriber
 from cbserver.number_policy import TYPE_NAMES, NumberRefused
 from cbserver.numbers import UnsafeNumber, trunk_endpoint
@@ -77,7 +77,7 @@ PROPERTY = settings(max_examples=1500, deadline=None, suppress_health_check=[Hea
 @example(text="911")
 def test_no_input_puts_anything_but_a_number_into_a_dial_string(text: str) -> None:
     try:
-        number = normalise_phone(text, OPEN_DOOR)
+        number = number_policy.check(text, OPEN_DOOR)
     except NumberRefused:
         return  # refused in plain words (422): nothing to dial
     endpoint = trunk_endpoint(number)

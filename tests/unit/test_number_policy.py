@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import phonenumbers
 import pytest
@@ -10,7 +11,7 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import number_policy
+from cbserver import housekeeping, number_policy
 from cbserver.agents import add_agent
 from cbserver.errors import Invalid
 from cbserver.intake import Submission, normalise_phone, submit
@@ -19,6 +20,7 @@ from cbserver.number_policy import DenyEntry, PolicyError, check
 
 pytestmark = pytest.mark.postgres
 
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 COUNTRIES = ("US", "GB", "DE", "FR", "AU")
 # What a refused type is called back with; every other type not allowed: phone_type_not_allowed.
 TYPE_CODES = {
@@ -250,7 +252,7 @@ def listed_refusal(session: Session, text: str, slug: str = "acme") -> str | Non
     """The refusal code of the lists, or None when the number passes them."""
     subscriber = session.scalars(select(Subscriber).where(Subscriber.slug == slug)).one()
     try:
-        normalise_phone(text, subscriber, session=session)
+        normalise_phone(session, text, subscriber)
     except Invalid as refused:
         return refused.code
     return None
@@ -361,6 +363,22 @@ def test_a_refused_number_is_in_the_audit_log_and_masked_in_the_log_line(
     logged = caplog.text
     assert "phone_premium_rate: +19002..." in logged
     assert "+19002345678" not in logged, "log lines do not carry the whole number"
+
+
+def test_a_refusal_from_an_unknown_address_is_a_visitors_and_erased_in_time(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        session.add(business("US"))
+        session.commit()
+        with pytest.raises(Invalid):
+            submit(session, Submission(subscriber="acme", phone="+1 900 234 5678"), now=NOW)
+
+    with sessions() as session:
+        assert session.scalars(select(AuditEvent.actor)).one() == "visitor unknown"
+        housekeeping.anonymise_old_refusals(session, NOW + timedelta(days=91), timedelta(days=90))
+        erased = session.scalars(select(AuditEvent)).one()
+    assert erased.detail == housekeeping.ERASED, "the number refused is not kept for ever"
 
 
 def test_what_was_typed_is_kept_quoted_when_it_was_no_number(

@@ -140,3 +140,13 @@ def test_command_line_changes_are_in_the_audit_log_without_secrets(cbserver: Run
     secret = created.split("secret", 1)[1].split()[0]
     assert len(secret) >= 20
     assert secret not in ok(cbserver("audit"))
+
+
+@pytest.mark.usefixtures("acme")
+def test_the_audit_log_refuses_what_is_no_action_code(cbserver: Run) -> None:
+    ok(cbserver("deny", "add", "+4490", "--prefix"))
+
+    listed = table(cbserver("audit", "--action", "number_refused, denied_number_added"))
+
+    assert [row[2] for row in listed] == ["denied_number_added"]
+    assert "action codes like number_refused" in failed(cbserver("audit", "--action", "Denied!"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import update
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.agents import add_agent
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
-from cbserver.claims import claim_next
+from cbserver.claims import Claim, claim_next
 from cbserver.db import DatabaseThread
 from cbserver.models import (
     AgentAssignment,
@@ -45,8 +46,9 @@ def database() -> Iterator[DatabaseThread]:
     thread.close()
 
 
-def store_tampered_request(sessions: sessionmaker[Session], order: CallOrder) -> str:
-    """A request whose number was changed in the database behind the intake's back."""
+def claim_then_tamper(sessions: sessionmaker[Session], order: CallOrder) -> tuple[str, Claim]:
+    """A request taken by the worker whose number is then changed in the database behind
+    cbserver's back (the claim itself checks the policy, so the change comes after it)."""
     with sessions() as session:
         shop = Subscriber(
             slug="shop",
@@ -55,11 +57,8 @@ def store_tampered_request(sessions: sessionmaker[Session], order: CallOrder) ->
             caller_id="+12015550100",
             call_order=order.value,
         )
-        shop.assignments.append(
-            AgentAssignment(
-                agent=add_agent(session, "alice", contact="sip:alice@127.0.0.1:5999").agent
-            )
-        )
+        alice = add_agent(session, "alice", contact="sip:alice@127.0.0.1:5999").agent
+        shop.assignments.append(AgentAssignment(agent=alice))
         request = CallbackRequest(
             subscriber=shop,
             visitor_phone="+12015550123",
@@ -68,22 +67,22 @@ def store_tampered_request(sessions: sessionmaker[Session], order: CallOrder) ->
         )
         session.add_all([shop, request])
         session.commit()
+        claim = claim_next(session, "w", utcnow())
+        assert claim is not None
         session.execute(
             update(CallbackRequest)
             .where(CallbackRequest.id == request.id)
             .values(visitor_phone="+1900&PJSIP/x")
         )
         session.commit()
-        return request.id
+        tampered = replace(claim, visitor_phone="+1900&PJSIP/x")
+        return request.id, tampered
 
 
 async def test_a_visitor_first_call_never_dials_a_tampered_number(
     sessions: sessionmaker[Session], database: DatabaseThread
 ) -> None:
-    request_id = store_tampered_request(sessions, CallOrder.VISITOR_FIRST)
-    with sessions() as session:
-        claim = claim_next(session, "w", utcnow())
-    assert claim is not None
+    request_id, claim = claim_then_tamper(sessions, CallOrder.VISITOR_FIRST)
     ari = RecordingAri()
     ended: list[AgentFirstCall] = []
     call = VisitorFirstCall(ari, sessions, database, CallSettings(app="t"), claim, ended.append)  # type: ignore[arg-type]
@@ -101,10 +100,7 @@ async def test_a_visitor_first_call_never_dials_a_tampered_number(
 async def test_an_agent_who_accepted_is_released_when_the_number_cannot_be_dialled(
     sessions: sessionmaker[Session], database: DatabaseThread
 ) -> None:
-    request_id = store_tampered_request(sessions, CallOrder.AGENT_FIRST)
-    with sessions() as session:
-        claim = claim_next(session, "w", utcnow())
-    assert claim is not None
+    request_id, claim = claim_then_tamper(sessions, CallOrder.AGENT_FIRST)
     ari = RecordingAri()
     call = AgentFirstCall(ari, sessions, database, CallSettings(app="t"), claim, lambda _c: None)  # type: ignore[arg-type]
     await call.start()

@@ -308,6 +308,7 @@ def test_a_refused_subscriber_is_422_naming_the_field(
         ({**NEW_SUBSCRIBER, "widget_key": "mine"}, "unknown_field", "widget_key"),
         ({**NEW_SUBSCRIBER, "max_attempts": "3"}, "wrong_type", "max_attempts"),
         ({**NEW_SUBSCRIBER, "max_attempts": True}, "wrong_type", "max_attempts"),
+        ({**NEW_SUBSCRIBER, "max_attempts": 3.0}, "wrong_type", "max_attempts"),
         ({**NEW_SUBSCRIBER, "display_name": 7}, "wrong_type", "display_name"),
         ({**NEW_SUBSCRIBER, "allowed_origins": [1]}, "wrong_type", "allowed_origins"),
     ],

@@ -225,6 +225,118 @@ def test_the_widget_cannot_be_given_a_forged_time(
     assert stored(sessions) == 0
 
 
+def widget_token(client: FlaskClient) -> str:
+    answer = client.get("/widget/acme/form-token.json")
+    assert answer.json is not None
+    assert answer.json["expires_in"] == 12 * 3600
+    token: str = answer.json["form_token"]
+    return token
+
+
+def reasons(sessions: sessionmaker[Session]) -> list[str]:
+    return [event.detail for event in refusals(sessions)]
+
+
+def test_a_widget_token_takes_one_request_and_a_repeat_of_that_request(
+    client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    token = widget_token(client)
+    clock.advance(timedelta(seconds=5))
+    first = client.post(
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, "form_token": token},
+        headers={"Idempotency-Key": "order-1"},
+    )
+    assert first.status_code == 201
+    # The same request again (a retry after a lost answer) is answered with the first.
+    again = client.post(
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, "form_token": token},
+        headers={"Idempotency-Key": "order-1"},
+    )
+    assert again.status_code == 201
+    assert again.json == first.json
+
+    status, body = ask(client, phone="+12015550124", form_token=token)
+    assert (status, body) == (422, {"error": {"code": "bot_suspected", "message": TOO_QUICK}})
+    assert reasons(sessions) == ["acme: the form's token was used for another request already"]
+    assert stored(sessions) == 1
+
+
+def test_a_refused_request_leaves_its_token_for_the_corrected_one(
+    client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    token = widget_token(client)
+    clock.advance(timedelta(seconds=5))
+    status, body = ask(client, phone="+1 900 234 5678", form_token=token)
+    assert status == 422
+    assert body["error"]["code"] == "phone_premium_rate"  # type: ignore[index]
+    status, _ = ask(client, form_token=token)
+    assert status == 201
+    assert refusals(sessions) == []
+
+
+def test_a_token_is_good_for_twelve_hours(
+    client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    token = widget_token(client)
+    clock.advance(timedelta(hours=12, seconds=1))
+    status, body = ask(client, form_token=token)
+    assert (status, body) == (422, {"error": {"code": "bot_suspected", "message": TOO_QUICK}})
+    assert reasons(sessions) == ["acme: the form was shown 12.0 hours ago"]
+    assert stored(sessions) == 0
+
+
+def test_a_browser_must_send_a_token(
+    client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    own = {"Origin": "http://localhost"}  # the test client's host: always allowed
+    body = {"subscriber": "acme", "phone": US_MOBILE, "consent": True}
+    refused = client.post("/api/v1/callbacks", json=body, headers=own)
+    assert refused.status_code == 422
+    assert refused.json == {"error": {"code": "bot_suspected", "message": TOO_QUICK}}
+    assert reasons(sessions) == ["acme: the form came without the time it was shown"]
+
+    token = widget_token(client)
+    clock.advance(timedelta(seconds=5))
+    taken = client.post("/api/v1/callbacks", json={**body, "form_token": token}, headers=own)
+    assert taken.status_code == 201
+
+
+@pytest.mark.parametrize("token", ["\ud800", "\udfff.abc", "a\x00b"])
+def test_a_token_that_is_no_text_we_could_sign_is_refused_like_a_forged_one(
+    client: FlaskClient, sessions: sessionmaker[Session], token: str
+) -> None:
+    status, body = ask(client, form_token=token)
+    assert (status, body) == (422, {"error": {"code": "bot_suspected", "message": TOO_QUICK}})
+    assert reasons(sessions) == ["acme: the time the form was shown is not one we signed"]
+
+
+def test_the_form_sent_again_after_it_was_taken_is_refused_with_a_new_token_and_input_kept(
+    client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock, app: Flask
+) -> None:
+    page = client.get("/c/acme").text
+    clock.advance(timedelta(seconds=5))
+    assert client.post("/c/acme", data=form_fields(page)).status_code == 303
+    # The browser's Back button: the same page, another number, a new request.
+    other = form_fields(page, phone="(201) 555-0124", submission_id="another-request")
+    refused = client.post("/c/acme", data=other)
+    assert refused.status_code == 422
+    assert notice(refused.text) == TOO_QUICK
+    assert 'value="(201) 555-0124"' in refused.text
+    fresh = hidden(refused.text, "form_token")
+    assert fresh != hidden(page, "form_token")
+    assert bots.shown_at(app.config["SECRET_KEY"], "acme", fresh) == CLOCK_START + timedelta(
+        seconds=5
+    )
+    assert stored(sessions) == 1
+
+    clock.advance(timedelta(seconds=5))
+    again = form_fields(refused.text, phone="(201) 555-0124")
+    assert client.post("/c/acme", data=again).status_code == 303
+    assert stored(sessions) == 2
+
+
 # --- in a browser ------------------------------------------------------------------------------
 
 SHOP_PAGE = """<!doctype html>

@@ -35,6 +35,10 @@ SECRET = "0x4AAAAAAAsecret-for-acme"
 SITE_KEY = "0x4AAAAAAAsite-key"
 ROBOT_CHECK_FAILED = "The check that you are not a robot did not succeed. Please try it again."
 COMPLETE_THE_CHECK = "Please complete the check that you are not a robot, then send again."
+NO_HTTPS_URL = (
+    "the CAPTCHA verify address must be an https URL (or http to this machine) of at most 300 "
+    "characters"
+)
 PROVIDER_DOWN = (
     "We cannot check just now that you are not a robot. Please try again in a few minutes."
 )
@@ -314,16 +318,25 @@ def test_an_admin_turns_the_captcha_on_and_the_secret_is_never_shown(
             "site_key",
             "a CAPTCHA needs the provider's site key",
         ),
-        (
-            {
-                "provider": "turnstile",
-                "site_key": SITE_KEY,
-                "secret": SECRET,
-                "verify_url": "ftp://x",
-            },
-            "verify_url",
-            "the CAPTCHA verify address must be an http(s) URL of at most 300 characters",
-        ),
+        *[
+            (
+                {
+                    "provider": "turnstile",
+                    "site_key": SITE_KEY,
+                    "secret": SECRET,
+                    "verify_url": url,
+                },
+                "verify_url",
+                NO_HTTPS_URL,
+            )
+            for url in (
+                "ftp://x",
+                # The server would post the secret to the network around it.
+                "http://169.254.169.254/latest/meta-data",
+                "http://10.0.0.7/siteverify",
+                "http://verifier.example/siteverify",
+            )
+        ],
     ],
 )
 def test_an_incomplete_captcha_is_refused_naming_what_is_missing(
@@ -391,6 +404,72 @@ def test_the_command_line_sets_the_captcha_reading_the_secret_from_stdin(tmp_pat
     assert run("subscriber", "captcha", "shop", "--off").endswith("shop CAPTCHA: off\n")
 
 
+def test_a_token_for_one_subscriber_sets_keys_but_not_where_answers_are_checked(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    url = "/api/v1/admin/subscribers/acme/captcha"
+    keys = {"provider": "turnstile", "site_key": SITE_KEY, "secret": SECRET}
+    scoped = admin_token(sessions, "acme")
+
+    refused = client.put(url, headers=scoped, json={**keys, "verify_url": "https://x.example/v"})
+    assert refused.status_code == 403
+    assert refused.json is not None
+    assert refused.json["error"]["code"] == "forbidden"
+    assert client.get(url, headers=scoped).json == {
+        "provider": None,
+        "site_key": None,
+        "secret_set": False,
+        "verify_url": None,
+    }
+
+    assert client.put(url, headers=scoped, json=keys).status_code == 200
+    everyone = admin_token(sessions)
+    local = "http://127.0.0.1:8099/siteverify"
+    allowed = client.put(url, headers=everyone, json={**keys, "verify_url": local})
+    assert allowed.status_code == 200
+    assert allowed.json is not None
+    assert allowed.json["verify_url"] == local
+
+
+def test_another_provider_needs_its_own_site_key_and_secret(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    url = "/api/v1/admin/subscribers/acme/captcha"
+    headers = admin_token(sessions)
+    keys = {"provider": "turnstile", "site_key": SITE_KEY, "secret": SECRET}
+    assert client.put(url, headers=headers, json=keys).status_code == 200
+
+    switched = client.put(url, headers=headers, json={"provider": "hcaptcha"})
+    assert switched.status_code == 422
+    assert switched.json == {
+        "error": {
+            "code": "invalid",
+            "message": "a CAPTCHA needs the provider's site key",
+            "field": "site_key",
+        }
+    }
+    only_key = client.put(url, headers=headers, json={"provider": "hcaptcha", "site_key": "h"})
+    assert only_key.status_code == 422
+    assert only_key.json is not None
+    assert only_key.json["error"]["field"] == "secret"
+    with sessions() as session:
+        acme = session.scalars(select(Subscriber)).one()
+        assert (acme.captcha_provider, acme.captcha_secret) == ("turnstile", SECRET)
+
+
+def test_an_answer_that_cannot_be_sent_is_a_failed_check_and_the_provider_is_not_asked(
+    client: FlaskClient, verifier: FakeVerifier, sessions: sessionmaker[Session]
+) -> None:
+    use_captcha(sessions, verifier.url)
+    status, body = ask(client, captcha="\ud800")
+    assert (status, body) == (
+        422,
+        {"error": {"code": "captcha_failed", "message": ROBOT_CHECK_FAILED, "field": "captcha"}},
+    )
+    assert verifier.asked == []
+    assert stored(sessions) == 0
+
+
 # --- the widget, in a browser ------------------------------------------------------------------
 
 # Stands in for the provider's script (no page here reaches the internet): it shows a "check"
@@ -411,6 +490,102 @@ SHOP_PAGE = """<!doctype html>
 <script src="{cbserver}/widget.js" data-subscriber="acme" async></script>
 </body></html>
 """
+
+
+@pytest.fixture
+def shop(base_url: str, sessions: sessionmaker[Session], verifier: FakeVerifier) -> Iterator[str]:
+    """Acme's page with the widget, on an origin of its own; acme has a CAPTCHA."""
+    site = Flask("business_site")
+
+    @site.get("/contact")
+    def contact() -> str:
+        return SHOP_PAGE.replace("{cbserver}", base_url)
+
+    use_captcha(sessions, verifier.url)
+    with live_server(site) as url:
+        with sessions() as session:
+            session.scalars(select(Subscriber)).one().allowed_origins = url
+            session.commit()
+        yield url
+
+
+def fake_provider(browser: Browser) -> None:
+    browser.page.route(
+        "https://challenges.cloudflare.com/**",
+        lambda route: route.fulfill(content_type="application/javascript", body=FAKE_TURNSTILE),
+    )
+
+
+def send_with_answer(browser: Browser, answer: str) -> None:
+    browser.evaluate(f"window.answer = {answer!r}")
+    browser.click("Send")
+
+
+@pytest.mark.browser
+def test_the_widget_shows_the_check_when_its_settings_come_after_it_is_shown(
+    browser: Browser, shop: str, verifier: FakeVerifier, sessions: sessionmaker[Session]
+) -> None:
+    fake_provider(browser)
+    held: list[Route] = []
+    browser.page.route("**/widget/acme.json", lambda route: held.append(route))
+    browser.open(shop + "/contact")
+    # Shown without them after its 3 s wait: in English, and not knowing of the CAPTCHA.
+    browser.click("Call me back")
+    dialog = browser.page.get_by_role("dialog", name="We will call you back")
+    browser.fill("Your phone number", "(201) 555-0123")
+    dialog.get_by_role("checkbox", name="I agree to be called at this number.").check()
+    browser.click("Send")
+    # The form waits for the settings rather than send what the server must refuse.
+    expect(dialog.get_by_role("button", name="Sending\u2026")).to_be_disabled()
+    assert verifier.asked == []
+    [late] = held
+    late.continue_()
+    check = browser.page.locator("cbserver-callback > [slot=captcha]")
+    expect(check).to_have_text(f"Robot check for {SITE_KEY}", timeout=10_000)
+    expect(dialog.get_by_role("alert")).to_have_text(COMPLETE_THE_CHECK)
+
+    send_with_answer(browser, "good")
+    expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
+        timeout=10_000
+    )
+    assert [asked["response"] for asked in verifier.asked] == ["good"]
+    assert stored(sessions) == 1
+    assert not browser.page_errors
+
+
+@pytest.mark.browser
+def test_the_widget_shows_the_servers_refusal_and_asks_again_when_its_settings_failed(
+    browser: Browser, shop: str, verifier: FakeVerifier, sessions: sessionmaker[Session]
+) -> None:
+    fake_provider(browser)
+    asked: list[str] = []
+
+    def settings(route: Route) -> None:
+        asked.append(route.request.url)
+        if len(asked) == 1:
+            route.fulfill(status=503, body="")
+        else:
+            route.continue_()
+
+    browser.page.route("**/widget/acme.json", settings)
+    browser.open(shop + "/contact")
+    browser.click("Call me back")
+    dialog = browser.page.get_by_role("dialog", name="We will call you back")
+    browser.fill("Your phone number", "(201) 555-0123")
+    dialog.get_by_role("checkbox", name="I agree to be called at this number.").check()
+    browser.click("Send")
+    # The server's word, above the form; and the settings asked again, the check shown.
+    expect(dialog.get_by_role("alert")).to_have_text(COMPLETE_THE_CHECK, timeout=10_000)
+    check = browser.page.locator("cbserver-callback > [slot=captcha]")
+    expect(check).to_have_text(f"Robot check for {SITE_KEY}", timeout=10_000)
+    assert len(asked) == 2
+
+    send_with_answer(browser, "good")
+    expect(browser.page.get_by_text("Thank you \u2014 we will call you.")).to_be_visible(
+        timeout=10_000
+    )
+    assert stored(sessions) == 1
+    assert not browser.page_errors
 
 
 @pytest.mark.browser

@@ -38,6 +38,15 @@ def test_the_api_calls_nobody_who_did_not_agree(
     assert stored(sessions) == []
 
 
+def test_the_api_document_says_consent_is_required_and_must_be_true(client: FlaskClient) -> None:
+    document = client.get("/api/v1/openapi.json").json
+    assert document is not None
+    create = document["components"]["schemas"]["CallbackCreate"]
+    assert "consent" in create["required"]
+    assert create["properties"]["consent"]["type"] == "boolean"
+    assert create["properties"]["consent"]["const"] is True
+
+
 def test_consent_must_be_true_not_a_word_for_it(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:

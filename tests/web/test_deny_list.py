@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from cbserver import number_policy
 from cbserver.models import AuditEvent, DeniedNumber, Subscriber
 from cbserver.subscribers import add_subscriber
 from tests.web.conftest import US_MOBILE
@@ -102,6 +103,21 @@ def test_the_same_entry_twice_is_409(root: Admin) -> None:
     assert error(deny(root, "+4490", prefix=True), 409)["code"] == "denied_number_exists"
     body(deny(root, "+4490"), 201)  # the number alone is another entry
     body(deny(root, "+4490", prefix=True, subscriber="acme"), 201)  # and so is acme's own
+
+
+@pytest.mark.parametrize("subscriber", [None, "acme"])
+def test_the_same_entry_twice_is_409_even_when_both_are_checked_at_once(
+    root: Admin, monkeypatch: pytest.MonkeyPatch, subscriber: str | None
+) -> None:
+    # Two admins at once: each looks before the other's entry is stored, so only the
+    # database's unique index can refuse the second (for every subscriber too, NULL and all).
+    monkeypatch.setattr(number_policy, "find_entry", lambda *_: None)
+    body(deny(root, "+4490", prefix=True, subscriber=subscriber), 201)
+
+    refused = error(deny(root, "+4490", prefix=True, subscriber=subscriber), 409)
+
+    assert refused["code"] == "denied_number_exists"
+    assert patterns(root) == [("+4490", True, subscriber)]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ except the first, which runs with every default.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import socket
@@ -171,8 +172,12 @@ def test_the_hosted_form_keeps_what_was_typed_when_a_limit_is_reached(
 
 @pytest.mark.usefixtures("bolt")
 def test_a_number_is_asked_for_so_often_across_all_businesses_then_waits(
-    make_client: MakeApp, sessions: sessionmaker[Session], acme: Subscriber
+    make_client: MakeApp,
+    sessions: sessionmaker[Session],
+    acme: Subscriber,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="cbserver.audit")
     client = make_client(rate_limit_per_number="2 per day")
     victim = NUMBERS[0]
     first = ask(client, victim, ip="192.0.2.1")
@@ -191,6 +196,9 @@ def test_a_number_is_asked_for_so_often_across_all_businesses_then_waits(
     assert audited(sessions) == [
         ("visitor 192.0.2.3", f"requests to call {victim}: over 2 per 1 day", acme.id)
     ]
+    # The row is for the admin; log lines, kept longer and read by more, show the range only.
+    assert "rate_limited requests to call +12015...: over 2 per 1 day" in caplog.text
+    assert victim not in caplog.text
 
 
 def test_one_address_may_ask_for_so_many_different_numbers_and_a_refused_one_counts_not(
@@ -311,6 +319,85 @@ def test_behind_trusted_proxies_the_forwarded_address_is_the_client(
     direct = make_client(rate_limit_per_ip="1 per minute")
     assert via_proxy(direct, NUMBERS[3], "203.0.113.3").status_code == 201
     assert via_proxy(direct, NUMBERS[4], "203.0.113.4").status_code == 429
+
+
+def test_an_ipv6_client_is_counted_by_its_64_however_many_addresses_it_takes(
+    make_client: MakeApp, sessions: sessionmaker[Session]
+) -> None:
+    client = make_client(
+        rate_limit_per_ip="1 per minute",
+        rate_limit_numbers_per_ip="2 per hour",
+        rate_limit_public="1 per minute",
+    )
+    home, next_door = "2001:db8:1:2::1", "2001:db8:1:2:ffff:ee:dd:9"
+    assert ask(client, NUMBERS[0], ip=home).status_code == 201
+    refused(
+        ask(client, NUMBERS[1], ip=next_door),
+        "You have sent several requests in a short time. Please try again in a minute.",
+    )
+    assert audited(sessions) == [
+        (f"visitor {next_door}", "submissions from 2001:db8:1:2::/64: over 1 per 1 minute", None)
+    ]
+    # Another /64 is another client; an IPv4 address is its own, written either way.
+    assert ask(client, NUMBERS[1], ip="2001:db8:1:3::1").status_code == 201
+    assert ask(client, NUMBERS[2], ip="192.0.2.1").status_code == 201
+    assert ask(client, NUMBERS[3], ip="::ffff:192.0.2.1").status_code == 429
+
+    slots = "/api/v1/subscribers/acme/slots"
+    assert client.get(slots, environ_base={"REMOTE_ADDR": home}).status_code == 200
+    assert client.get(slots, environ_base={"REMOTE_ADDR": next_door}).status_code == 429
+
+
+def test_different_numbers_from_one_ipv6_network_count_together(
+    make_client: MakeApp, sessions: sessionmaker[Session]
+) -> None:
+    client = make_client(rate_limit_numbers_per_ip="1 per hour")
+    assert ask(client, NUMBERS[0], ip="2001:db8:5:6::1").status_code == 201
+    refused(
+        ask(client, NUMBERS[1], ip="2001:db8:5:6::2"),
+        "Requests for several different numbers came from your connection. Please try again "
+        "in 60 minutes.",
+    )
+    assert stored(sessions) == 1
+
+
+def test_x_forwarded_for_is_believed_only_from_the_trusted_proxy_networks(
+    make_client: MakeApp,
+) -> None:
+    def from_peer(client: FlaskClient, phone: str, claimed: str) -> TestResponse:
+        return ask(client, phone, ip="198.51.100.7", headers={"X-Forwarded-For": claimed})
+
+    # By default only a proxy on this machine is believed: this peer writes what it likes.
+    default = make_client(rate_limit_per_ip="1 per minute", trusted_proxies=1)
+    assert from_peer(default, NUMBERS[0], "203.0.113.1").status_code == 201
+    assert from_peer(default, NUMBERS[1], "203.0.113.2").status_code == 429
+
+    trusted = make_client(
+        rate_limit_per_ip="1 per minute",
+        trusted_proxies=1,
+        trusted_proxy_networks="198.51.100.0/24, 127.0.0.1/32",
+    )
+    assert from_peer(trusted, NUMBERS[2], "203.0.113.3").status_code == 201
+    assert from_peer(trusted, NUMBERS[3], "203.0.113.4").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "CBSERVER_TRUSTED_PROXY_NETWORKS",
+            "10.0.0.0/8, the proxy",
+            "CBSERVER_TRUSTED_PROXY_NETWORKS: 'the proxy' is not a network like 192.0.2.0/24",
+        ),
+        ("CBSERVER_FORM_MAX_HOURS", "0", "CBSERVER_FORM_MAX_HOURS must be more than 0"),
+        ("CBSERVER_COOKIE_SAMESITE", "lax", "must be one of Lax, Strict, None"),
+    ],
+)
+def test_the_new_security_settings_are_checked(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.load({"CBSERVER_STATE_DIR": str(tmp_path), name: value})
 
 
 # --- where the counts are kept -----------------------------------------------------------------

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from flask import Flask, abort
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from cbserver import admin_tokens, intake, subscribers
+from cbserver.clock import FakeClock
+from cbserver.config import Settings
 from cbserver.intake import Submission
 from cbserver.models import CallbackRequest, Subscriber
 from cbserver.security import allow_sources
 from cbserver.views import form as form_view
-from tests.web.conftest import CLOCK_START, US_MOBILE, csrf_token
+from cbserver.web import create_app
+from tests.web.conftest import CLOCK_START, UNLIMITED, US_MOBILE, csrf_token
 
 pytestmark = [pytest.mark.usefixtures("acme")]
 
@@ -190,6 +194,29 @@ def test_the_hosted_form_may_be_framed_only_by_the_subscribers_sites(
         assert "X-Frame-Options" not in framed.headers
     assert directives(index)["frame-ancestors"] == ["'none'"]
     assert index.headers["X-Frame-Options"] == "DENY"
+
+
+def session_cookie(client: FlaskClient) -> str:
+    page = client.get("/c/acme")
+    [cookie] = [v for k, v in page.headers.items() if k == "Set-Cookie" and "session=" in v]
+    return cookie
+
+
+def test_the_form_cookie_is_samesite_lax_unless_framing_by_other_sites_needs_none(
+    client: FlaskClient, engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    lax = session_cookie(client)
+    assert "SameSite=Lax" in lax
+    assert "HttpOnly" in lax
+    assert "Secure" not in lax
+
+    # Another site's page framing the form: the browser sends the cookie back only with None,
+    # and takes None only with Secure (so over HTTPS).
+    settings = Settings(state_dir=tmp_path).replace(**UNLIMITED, cookie_samesite="None")
+    framed = create_app(settings=settings, engine=engine, clock=clock).test_client()
+    cookie = session_cookie(framed)
+    assert "SameSite=None" in cookie
+    assert "Secure" in cookie
 
 
 # --- Referer and caches ----------------------------------------------------------------------

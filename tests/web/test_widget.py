@@ -30,9 +30,17 @@ def acme(acme: Subscriber, sessions: sessionmaker[Session]) -> Subscriber:
 
 
 def ask(client: FlaskClient, origin: str | None, **body: object) -> TestResponse:
+    """A request as the widget sends it from ``origin`` (with a form token, which a browser
+    must send), or as a server-side integration does (no Origin, no token)."""
+    checks: dict[str, object] = {}
+    if origin:
+        answer = client.get(f"/widget/{body.get('subscriber', 'acme')}/form-token.json").json
+        assert answer is not None
+        # An unknown subscriber has none: the request is refused for that first.
+        checks = {"form_token": answer.get("form_token"), "website": ""}
     return client.post(
         "/api/v1/callbacks",
-        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **body},
+        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **checks, **body},
         headers={"Origin": origin} if origin else {},
     )
 

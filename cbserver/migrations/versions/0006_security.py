@@ -47,6 +47,14 @@ def upgrade() -> None:
             name=op.f("uq_denied_numbers_pattern_is_prefix_subscriber_id"),
         ),
     )
+    op.create_index(
+        "uq_denied_numbers_global",
+        "denied_numbers",
+        ["pattern", "is_prefix"],
+        unique=True,
+        postgresql_where=sa.text("subscriber_id IS NULL"),
+        sqlite_where=sa.text("subscriber_id IS NULL"),
+    )
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -71,6 +79,7 @@ def downgrade() -> None:
     op.drop_index("ix_audit_events_subscriber_id", table_name="audit_events")
     op.drop_index("ix_audit_events_at", table_name="audit_events")
     op.drop_table("audit_events")
+    op.drop_index("uq_denied_numbers_global", table_name="denied_numbers")
     op.drop_table("denied_numbers")
     with op.batch_alter_table("callback_requests") as batch:
         batch.drop_column("consent_at")
