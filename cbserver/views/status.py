@@ -62,9 +62,11 @@ def reschedule(request_id: str) -> Response | tuple[str, int]:
 
 
 @blueprint.post("/s/<request_id>/cancel")
-def cancel(request_id: str) -> Response:
+def cancel(request_id: str) -> Response | tuple[str, int]:
     session = db_session()
     callback = intake.for_visitor(session, request_id, request.form.get("token"))
-    if CancelForm().validate_on_submit():
-        intake.cancel(session, callback, "canceled by the visitor")
+    use_language(callback.subscriber.language)
+    if not CancelForm().validate_on_submit():
+        return _page(session, callback, _("This page had expired. Please try again.")), 400
+    intake.cancel(session, callback, "canceled by the visitor")
     return redirect(status_url(callback), code=303)
