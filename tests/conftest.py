@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,18 +29,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    if database_url.startswith("sqlite"):
-        engine = db.make_engine(database_url)
+@contextmanager
+def fresh_engine(url: str) -> Iterator[Engine]:
+    """An engine on ``url``: SQLite as given; PostgreSQL in a schema of its own, dropped after."""
+    if url.startswith("sqlite"):
+        engine = db.make_engine(url)
         yield engine
         engine.dispose()
         return
     schema = f"cbtest_{secrets.token_hex(6)}"
-    admin = db.make_engine(database_url)
+    admin = db.make_engine(url)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = db.make_engine(database_url, connect_args={"options": f"-csearch_path={schema}"})
+    engine = db.make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
     try:
         yield engine
     finally:
@@ -47,6 +49,12 @@ def engine(database_url: str) -> Iterator[Engine]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    with fresh_engine(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture

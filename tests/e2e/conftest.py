@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents as agents_service
 from cbserver import db
@@ -158,3 +160,16 @@ async def events(ari: AriClient) -> AsyncIterator[EventRecorder]:
     await recorder.start()
     yield recorder
     await recorder.stop()
+
+
+@pytest.fixture
+def engine(settings: Settings, asterisk: AsteriskInstance) -> Iterator[Engine]:
+    """The database the session's web and worker share (once Asterisk and the schema are up)."""
+    engine = db.make_engine(settings.effective_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return db.make_session_factory(engine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import db
 from cbserver.agents import add_agent, list_agents
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.callflow import CallSettings
@@ -31,18 +30,6 @@ from tests.e2e.harness import free_ports, shown_status, until
 WORKER_APP = "cbserver-worker-e2e"
 VISITOR = "+12015550123"
 BUSINESS = "+12015550100"
-
-
-@pytest.fixture
-def engine(settings: Settings, asterisk: AsteriskInstance) -> Iterator[Engine]:
-    engine = db.make_engine(settings.effective_database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return db.make_session_factory(engine)
 
 
 @dataclass

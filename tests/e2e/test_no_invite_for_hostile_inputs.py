@@ -21,7 +21,6 @@ import pytest
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import db
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.callflow import CallSettings
 from cbserver.config import Settings
@@ -62,18 +61,6 @@ from tests.hostile import (
 
 WORKER_APP = "cbserver-hostile-e2e"
 CONTROL_PHONE = VALID_PHONE[HOME]
-
-
-@pytest.fixture
-def engine(settings: Settings, asterisk: AsteriskInstance) -> Iterator[Engine]:
-    engine = db.make_engine(settings.effective_database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return db.make_session_factory(engine)
 
 
 @pytest.fixture

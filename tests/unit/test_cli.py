@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 from pathlib import Path
 
@@ -16,26 +15,7 @@ from cbserver.cli import EXIT_NOT_RUNNING, main
 from cbserver.models import Agent
 from cbserver.subscribers import list_subscribers
 
-
-@pytest.fixture(autouse=True)
-def no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("CBSERVER_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def cbserver(tmp_path: Path):
-    runner = CliRunner()
-    env = {
-        "CBSERVER_STATE_DIR": str(tmp_path / "state"),
-        "CBSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'cb.sqlite3'}",
-    }
-
-    def run(*args: str) -> Result:
-        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return run
+pytestmark = pytest.mark.usefixtures("no_outside_settings")
 
 
 def agents_file(tmp_path: Path) -> Path:

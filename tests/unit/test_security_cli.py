@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from cbserver.cli import main
+from tests.unit.conftest import Run
 from tests.unit.test_cli import ACME, BETA, table
-
-Run = Callable[..., Result]
-
-
-@pytest.fixture(autouse=True)
-def no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("CBSERVER_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def cbserver(tmp_path: Path) -> Run:
-    runner = CliRunner()
-    env = {
-        "CBSERVER_STATE_DIR": str(tmp_path / "state"),
-        "CBSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'cb.sqlite3'}",
-    }
-
-    def run(*args: str) -> Result:
-        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return run
 
 
 @pytest.fixture

@@ -13,13 +13,12 @@ from __future__ import annotations
 import html
 import json
 import re
-import secrets
 from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
@@ -29,7 +28,7 @@ from cbserver.config import Settings
 from cbserver.models import AuditEvent, CallbackRequest
 from cbserver.views.form import FORM_FIELD
 from cbserver.web import create_app
-from tests.conftest import DATABASES, POSTGRES_URL
+from tests.conftest import DATABASES, POSTGRES_URL, fresh_engine
 from tests.hostile import (
     ABSENT,
     ALLOWED_ORIGIN,
@@ -71,26 +70,12 @@ WIDGET_CORPUS = [entry for entry in CORPUS if entry.where != ORIGIN]
 def corpus_engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Engine]:
+    url = POSTGRES_URL
     if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("hostile") / "cbserver.sqlite3"
-        engine = db.make_engine(f"sqlite:///{path}")
+        url = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'cbserver.sqlite3'}"
+    with fresh_engine(url) as engine:
         db.upgrade(engine)
         yield engine
-        engine.dispose()
-        return
-    schema = f"cbtest_{secrets.token_hex(6)}"
-    admin = db.make_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = db.make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        db.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
