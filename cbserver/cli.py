@@ -18,7 +18,7 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import admin_tokens, audit, captcha, db, number_policy
+from cbserver import admin_tokens, audit, captcha, db, doctor, number_policy
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
 from cbserver.ari import AriConfig
@@ -761,6 +761,22 @@ def upgrade(obj: Context) -> None:
     pending = db.pending_migrations(obj.engine)
     db.upgrade(obj.engine)
     click.echo(f"database at the newest schema ({len(pending)} migration(s) applied)")
+
+
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_obj
+def doctor_command(obj: Context, as_json: bool) -> None:
+    """Check the database, migrations, ARI, AMI, the trunk and the agents' phones (exit 1 on a
+    problem); says what is wrong and what to do."""
+    findings = doctor.diagnose(obj.settings)
+    if as_json:
+        click.echo(json.dumps(doctor.as_json(findings), indent=2))
+    else:
+        for finding in findings:
+            click.echo(finding.line())
+    if not doctor.all_ok(findings):
+        sys.exit(1)
 
 
 # --- the service ---------------------------------------------------------------------------
