@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +28,7 @@ from cbserver.ari import (
 from cbserver.claims import IN_CALL, Claim, channel_id
 from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
-from cbserver.db import DatabaseThread
+from cbserver.db import DatabaseThread, OutageLog
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus
 from cbserver.numbers import UnsafeNumber, trunk_endpoint
 from cbserver.retries import GiveUp, RetryPolicy, plan_retry
@@ -35,6 +36,8 @@ from cbserver.scheduling import hours_of, local_text
 from cbserver.states import IllegalTransition, StaleRequest, transition
 
 log = logging.getLogger("cbserver.callflow")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ACCEPT_DIGIT = "1"
 _CHANCE = random.Random()
@@ -158,6 +161,9 @@ class AgentFirstCall:
         prompt = claim.whisper_prompt
         self.whisper = (f"sound:{prompt}",) if prompt else settings.whisper
         self.whisper_playback: str | None = None
+        self._outage = OutageLog(log, f"request {self.request_id}: recording the call")
+        # When the attempt ended, kept for a retry of _close (see there).
+        self._closed_at: datetime | None = None
 
     def _channel_for(self, leg: str) -> str:
         return channel_id(self.request_id, self.claim.attempt_number, leg)
@@ -167,6 +173,13 @@ class AgentFirstCall:
         return {c for c in (self.agent_channel, self.visitor_channel) if c is not None}
 
     # --- database steps (short transactions, run off the event loop) ------------------------
+
+    async def _record(self, step: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a database step, tried again for as long as the database is unreachable: what
+        it records must be in the database before what it enables happens, and the call's
+        events wait meanwhile. Were the worker stopped for good meanwhile, its lease runs out
+        and another worker's housekeeping closes the attempt. Each step is safe to repeat."""
+        return await self.database.run_until_done(self._outage, step, *args, **kwargs)
 
     def _update_attempt(self, **values: object) -> None:
         with self.sessions() as session:
@@ -200,8 +213,13 @@ class AgentFirstCall:
 
     def _close(self, cause: int, cause_text: str, outcome: str | None = None) -> None:
         """Complete the request, or record a failed attempt and retry, give up or expire."""
-        now = self.settings.clock.now()
+        if self._closed_at is None:
+            self._closed_at = self.settings.clock.now()
+        now = self._closed_at
         with self.sessions() as session:
+            if session.get_one(CallAttempt, self.attempt_id).ended_at == now:
+                # Tried again after the database's answer was lost: the commit was made.
+                return
             request = session.get_one(CallbackRequest, self.request_id)
             connected = request.status == RequestStatus.CONNECTED
             if connected:
@@ -250,7 +268,7 @@ class AgentFirstCall:
             agent_id, agent_name = self.agents.pop(0)
             self.agent_channel = self._channel_for(agent_name)
             if self.agent_channel != self.claim.first_channel:
-                await self.database.run(
+                await self._record(
                     self._update_attempt, agent_id=agent_id, agent_channel_id=self.agent_channel
                 )
             try:
@@ -271,7 +289,7 @@ class AgentFirstCall:
         await self._no_agent_left(last_cause, last_text)
 
     async def _no_agent_left(self, cause: int, cause_text: str) -> None:
-        await self.database.run(self._close, cause, cause_text, "no_agent")
+        await self._record(self._close, cause, cause_text, "no_agent")
         self._finish()
 
     async def handle(self, event: Event) -> None:
@@ -301,7 +319,7 @@ class AgentFirstCall:
         )
         self._accept_timer = asyncio.create_task(self._accept_deadline())
         # After the whisper has started: the agent hears it without waiting for the database.
-        await self.database.run(self._update_attempt, answered_at=answered_at)
+        await self._record(self._update_attempt, answered_at=answered_at)
 
     def _stop_accept_timer(self) -> None:
         if self._accept_timer is not None:
@@ -322,7 +340,7 @@ class AgentFirstCall:
             await self._refuse_to_dial(exc)
             return
         self.visitor_channel = self._channel_for("visitor")
-        if not await self.database.run(
+        if not await self._record(
             self._move,
             RequestStatus.DIALING_VISITOR,
             "the agent accepted; calling the visitor",
@@ -357,7 +375,7 @@ class AgentFirstCall:
             # One side hung up in this very moment: its ChannelDestroyed closes the attempt.
             log.info("request %s: not bridged: %s", self.request_id, exc)
             return
-        await self.database.run(
+        await self._record(
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )
 
@@ -377,7 +395,7 @@ class AgentFirstCall:
             await self.ari.hangup(other)
         if self.bridge_id is not None:
             await self.ari.destroy_bridge(self.bridge_id)
-        await self.database.run(self._close, cause, cause_text)
+        await self._record(self._close, cause, cause_text)
         self._finish()
 
     async def _tell_agent_and_release(self, agent_channel: str) -> None:
@@ -399,7 +417,7 @@ class AgentFirstCall:
             await self.ari.hangup(channel)
         if self.bridge_id is not None:
             await self.ari.destroy_bridge(self.bridge_id)
-        await self.database.run(self._close, 0, reason)
+        await self._record(self._close, 0, reason)
         self._finish()
 
     def _finish(self) -> None:
@@ -413,7 +431,7 @@ class AgentFirstCall:
         self._stop_accept_timer()
         for channel in self.channels:
             await self.ari.hangup(channel)
-        await self.database.run(self._close, 0, "the number cannot be dialled", UNDIALLABLE)
+        await self._record(self._close, 0, "the number cannot be dialled", UNDIALLABLE)
         self._finish()
 
 
@@ -438,12 +456,12 @@ class VisitorFirstCall(AgentFirstCall):
                 channel_id=self.visitor_channel,
             )
         except AriError as exc:
-            await self.database.run(self._close, 0, f"originate failed: {exc.message}")
+            await self._record(self._close, 0, f"originate failed: {exc.message}")
             self._finish()
 
     async def _visitor_answered(self) -> None:
         assert self.visitor_channel is not None
-        if not await self.database.run(
+        if not await self._record(
             self._move, RequestStatus.DIALING_AGENT, "the visitor answered; calling an agent"
         ):
             return
@@ -460,7 +478,7 @@ class VisitorFirstCall(AgentFirstCall):
         bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
         self.bridge_id = bridge.id
         await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
-        await self.database.run(
+        await self._record(
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )
 
@@ -476,7 +494,7 @@ class VisitorFirstCall(AgentFirstCall):
                 pass
             self.finished = True
             await self.ari.hangup(visitor)
-        await self.database.run(self._close, cause, cause_text, "no_agent")
+        await self._record(self._close, cause, cause_text, "no_agent")
         self._finish()
 
     async def _hung_up(self, gone_channel: str, cause: int, cause_text: str) -> None:

@@ -53,6 +53,18 @@ class Invalid(CbError):
     code = "invalid"
 
 
+class Unavailable(CbError):
+    """The database cannot be reached: nothing was stored, and the caller may try again after
+    ``retry_after`` seconds (the Retry-After header)."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class FieldError(ValueError):
     """A service refused a value (a setting, a name, a deny-list entry): ``field`` names it.
 

@@ -19,11 +19,13 @@ from werkzeug.exceptions import HTTPException
 from cbserver import db, i18n
 from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
-from cbserver.errors import CbError
+from cbserver.errors import CbError, Unavailable
 from cbserver.i18n import _
 from cbserver.worker import wake_by_datagram
 
 MAX_BODY_BYTES = 16 * 1024
+# While the database is away: when a client should try again (the message says "in a minute").
+RETRY_AFTER_SECONDS = 60
 log = logging.getLogger("cbserver.web")
 
 
@@ -117,7 +119,12 @@ def create_app(
     def close_session(_exc: BaseException | None) -> None:
         session = g.pop("db", None)
         if session is not None:
-            session.close()
+            try:
+                session.close()
+            except Exception as exc:
+                # The answer (a 503) has gone already; the pool replaces the dead connection.
+                if not db.unreachable(exc):
+                    raise
 
     @app.get("/")
     def index() -> str:
@@ -131,11 +138,15 @@ def create_app(
                 connection.execute(text("SELECT 1"))
         except Exception as exc:
             log.warning("health check: database unreachable: %s", exc)
-            return jsonify(status="error", database="unreachable"), 503
+            answer = jsonify(status="error", database="unreachable")
+            answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return answer, 503
         return jsonify(status="ok", database="ok"), 200
 
     @app.errorhandler(CbError)
-    def cb_error(error: CbError) -> tuple[Any, int]:
+    def cb_error(error: CbError) -> tuple[Any, int] | tuple[Any, int, dict[str, str]]:
+        if isinstance(error, Unavailable):
+            return _unavailable_answer(error)
         return _error_answer(error.status, error.to_json())
 
     @app.errorhandler(HTTPException)
@@ -153,7 +164,16 @@ def create_app(
         return answer, status, {"Allow": allowed[0]} if allowed else {}
 
     @app.errorhandler(Exception)
-    def unexpected(error: Exception) -> tuple[Any, int]:
+    def unexpected(error: Exception) -> tuple[Any, int] | tuple[Any, int, dict[str, str]]:
+        if db.unreachable(error):
+            # An outage, not a bug: one line, not a traceback for every request it refuses.
+            log.warning(
+                "%s %s: database unreachable: %s",
+                request.method,
+                request.path,
+                db.first_line(error),
+            )
+            return _unavailable_answer(database_unavailable())
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_answer(
             500,
@@ -168,9 +188,35 @@ def create_app(
     return app
 
 
-def _error_answer(status: int, body: dict[str, Any]) -> tuple[Any, int]:
+def database_unavailable() -> Unavailable:
+    """The refusal while the database is away: a change (a submission) was not stored."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        message = _("We cannot answer just now. Please try again in a minute.")
+    else:
+        message = _(
+            "We cannot take requests just now. Nothing was stored. Please try again in a minute."
+        )
+    return Unavailable(message, RETRY_AFTER_SECONDS)
+
+
+def _unavailable_answer(error: Unavailable) -> tuple[Any, int, dict[str, str]]:
+    # A form sent by a person comes back on the page, to be sent again as it was.
+    resend = [] if _wants_json() else list(request.form.items(multi=True))
+    answer, status = _error_answer(error.status, error.to_json(), resend=resend)
+    return answer, status, {"Retry-After": str(error.retry_after)}
+
+
+def _wants_json() -> bool:
+    if request.path.startswith("/api/") or request.path.endswith(".json"):
+        return True
+    return request.accept_mimetypes.best == "application/json"
+
+
+def _error_answer(
+    status: int, body: dict[str, Any], *, resend: list[tuple[str, str]] | None = None
+) -> tuple[Any, int]:
     """JSON for the API, a plain page for people; never a stack trace."""
-    wants_json = request.path.startswith("/api/") or request.path.endswith(".json")
-    if wants_json or request.accept_mimetypes.best == "application/json":
+    if _wants_json():
         return jsonify(body), status
-    return render_template("error.html", status=status, message=body["error"]["message"]), status
+    message = body["error"]["message"]
+    return render_template("error.html", status=status, message=message, resend=resend), status

@@ -17,13 +17,13 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import housekeeping
+from cbserver import db, housekeeping
 from cbserver.ari import AriClient, AriConfig
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
 from cbserver.claims import Claim, claim_due, promote_due
 from cbserver.clock import Clock, SystemClock
-from cbserver.db import DatabaseThread
+from cbserver.db import DatabaseThread, OutageLog
 
 log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
@@ -56,6 +56,20 @@ async def _first_of(*events: asyncio.Event, at_most: float | None = None) -> Non
     finally:
         for task in waits:
             task.cancel()
+
+
+async def _unless_unreachable(outage: OutageLog, work: Awaitable[None]) -> bool:
+    """Whether ``work`` was done: a scheduled job meets an unreachable database with one
+    warning (the scheduler runs it again at its next time), not a traceback every run."""
+    try:
+        await work
+    except Exception as exc:
+        if not db.unreachable(exc):
+            raise
+        outage.failed(exc)
+        return False
+    outage.succeeded()
+    return True
 
 
 def worker_id() -> str:
@@ -96,6 +110,7 @@ class Worker:
         self._armed_for: datetime | None = None
         self._app: StasisApp | None = None
         self._scheduler: AsyncIOScheduler | None = None
+        self._claiming = OutageLog(log, f"worker {self.name}: claiming")
 
     @property
     def asterisk_connected(self) -> bool:
@@ -164,13 +179,16 @@ class Worker:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
 
+        tidying = OutageLog(log, f"worker {self.name}: housekeeping")
+        erasing = OutageLog(log, f"worker {self.name}: erasing old visitor data")
+
         async def tidy() -> None:
-            await database.run(self._housekeeping)
-            self._arm_next_due()
+            if await _unless_unreachable(tidying, database.run(self._housekeeping)):
+                self._arm_next_due()
 
         async def erase_old() -> None:
             # A thread of its own: a long first erasure never delays the lease renewals.
-            await retention.run(self._erase_old_visitor_data)
+            await _unless_unreachable(erasing, retention.run(self._erase_old_visitor_data))
 
         scheduler.add_job(
             tidy,
@@ -304,7 +322,9 @@ class Worker:
         connected: asyncio.Event,
         place: Callable[[Claim], Awaitable[None]],
     ) -> None:
-        """Claim due requests and ``place`` their calls until stopped."""
+        """Claim due requests and ``place`` their calls until stopped; while the database is
+        unreachable, claim nothing and try again after a pause (``db.waits``)."""
+        pause = db.waits()
         while not stop.is_set():
             if not connected.is_set():
                 # Asterisk is away: what is queued waits for it, rather than spending an
@@ -314,7 +334,17 @@ class Worker:
             # Cleared before looking, never after: a wake-up that arrives while we look must
             # survive to end the idle wait at once.
             self._wake.clear()
-            taken = await claims.run(self._claim)
+            try:
+                taken = await claims.run(self._claim)
+            except Exception as exc:
+                if not db.unreachable(exc):
+                    raise
+                # What is queued waits in the database; a wake-up cannot hurry it back.
+                self._claiming.failed(exc)
+                await _first_of(stop, at_most=next(pause))
+                continue
+            if self._claiming.succeeded():
+                pause = db.waits()
             self._arm_next_due()
             for claim in taken:
                 await place(claim)
