@@ -65,7 +65,6 @@ def request_bodies() -> dict[tuple[str, str], RequestBody]:
             schema = body["content"]["application/json"]["schema"]
             # The components ride along, so that "#/components/schemas/..." resolves in place.
             rooted = {**schema, "components": spec["components"]}
-            Draft202012Validator.check_schema(rooted)
             named = schemas[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
             bodies[(path, method)] = RequestBody(
                 _BodyValidator(rooted),

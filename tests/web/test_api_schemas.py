@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
@@ -16,6 +17,7 @@ from cbserver.agents import add_agent
 from cbserver.intake import Submission
 from cbserver.models import CallbackRequest
 from cbserver.subscribers import assign_agent
+from cbserver.views import openapi
 from cbserver.views.bodies import request_bodies
 from tests.web.conftest import CLOCK_START, US_MOBILE
 
@@ -244,3 +246,17 @@ def test_a_body_where_none_is_needed_may_be_left_out(
     assert problem(wrong, 422)["message"] == (
         "The field priority must be a whole number from 0 to 1000."
     )
+
+
+def test_every_request_schema_in_the_document_is_a_valid_json_schema() -> None:
+    spec = openapi.document()
+    bodies_checked = 0
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            body = operation.get("requestBody")
+            if body is None:
+                continue
+            schema = body["content"]["application/json"]["schema"]
+            Draft202012Validator.check_schema({**schema, "components": spec["components"]})
+            bodies_checked += 1
+    assert bodies_checked == len(request_bodies()), "each body the app checks is a schema"
