@@ -8,11 +8,15 @@ queue of its own: its events are handled in order, and one call's pause never ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from cbserver.ari import (
     AriClient,
+    AriError,
     AriNotFound,
+    AriUnavailable,
+    ChannelHangupRequest,
     Event,
     StreamConnected,
     StreamDisconnected,
@@ -21,6 +25,16 @@ from cbserver.ari import (
 from cbserver.callflow import AgentFirstCall
 
 log = logging.getLogger("cbserver.ari_app")
+# The cause of the hang-up request Asterisk sends each channel as it shuts down
+# (AST_SOFTHANGUP_SHUTDOWN): from then on it refuses new calls ("Allocation failed").
+SHUTDOWN_HANGUP = 4
+# Asterisk waits up to 15 s for its channels to go, then closes; a connection still up long
+# after that means the shutdown was called off.
+SHUTDOWN_GRACE = 30.0
+
+
+def announces_shutdown(event: Event) -> bool:
+    return isinstance(event, ChannelHangupRequest) and event.soft and event.cause == SHUTDOWN_HANGUP
 
 
 class StasisApp:
@@ -31,6 +45,8 @@ class StasisApp:
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._consumers: dict[str, asyncio.Task[None]] = {}
         self.connected_before = False
+        # Counts connects and losses: whether the connection is still the one it was.
+        self._connection = 0
         # Set while no call is live: what a stopping worker waits for.
         self.idle = asyncio.Event()
         self.idle.set()
@@ -69,26 +85,59 @@ class StasisApp:
         return next((c for c in self.calls.values() if channel.id in c.channels), None)
 
     async def run(self) -> None:
-        async for item in self.ari.events():
-            if isinstance(item, StreamConnected):
-                if self.connected_before:
-                    await self.reconcile()
-                self.connected_before = True
-                self.connected.set()
-            elif isinstance(item, StreamDisconnected):
-                self.connected.clear()
-            elif (call := self._call_for(item)) is not None:
-                queue = self._queues.get(call.request_id)
-                if queue is not None:
-                    queue.put_nowait(item)
+        """Route events until cancelled or the client closes. Connecting (again) registers the
+        app on Asterisk; ``connected`` is set only once the live calls have been reconciled
+        with what Asterisk knows, so nothing is claimed before."""
+        while True:
+            async with contextlib.aclosing(self.ari.events()) as stream:
+                async for item in stream:
+                    if isinstance(item, StreamConnected):
+                        self._connection += 1
+                        if self.connected_before and not await self.reconcile():
+                            break
+                        self.connected_before = True
+                        self.connected.set()
+                    elif isinstance(item, StreamDisconnected):
+                        self._connection += 1
+                        self.connected.clear()
+                    else:
+                        if announces_shutdown(item) and self.connected.is_set():
+                            self._shutting_down()
+                        if (call := self._call_for(item)) is not None:
+                            queue = self._queues.get(call.request_id)
+                            if queue is not None:
+                                queue.put_nowait(item)
+                else:
+                    return
+            # Asterisk stopped answering while we looked: a new connection, a new look.
+            self.connected.clear()
+            await asyncio.sleep(self.ari.config.reconnect_initial)
 
-    async def reconcile(self) -> None:
+    def _shutting_down(self) -> None:
+        """Asterisk hangs up its channels to stop: a request claimed now would spend an attempt
+        on a refusal, so claiming waits for the connection to the Asterisk that comes back."""
+        log.warning("Asterisk is shutting down; claiming nothing until it is back")
+        self.connected.clear()
+        connection = self._connection
+
+        def called_off() -> None:
+            if self._connection == connection:
+                log.warning("Asterisk did not shut down after all; claiming again")
+                self.connected.set()
+
+        asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, called_off)
+
+    async def reconcile(self) -> bool:
         """After a reconnect: a channel that vanished meanwhile (Asterisk restarted) will never
-        send its ChannelDestroyed, so the call hears of it from here, in order with its events."""
+        send its ChannelDestroyed, so the call hears of it from here, in order with its events.
+        False when Asterisk could not be asked."""
         for call in list(self.calls.values()):
             for channel_id in call.channels:
                 try:
                     await self.ari.get_channel(channel_id)
+                except AriUnavailable as exc:
+                    log.warning("Asterisk did not answer while reconciling calls: %s", exc)
+                    return False
                 except AriNotFound:
                     log.warning("request %s: channel %s vanished", call.request_id, channel_id)
                     gone = parse_event(
@@ -104,6 +153,10 @@ class StasisApp:
                     queue = self._queues.get(call.request_id)
                     if queue is not None:
                         queue.put_nowait(gone)
+                except AriError as exc:
+                    # Not known to be gone: a live channel still sends its ChannelDestroyed.
+                    log.warning("request %s: channel %s: %s", call.request_id, channel_id, exc)
+        return True
 
     async def stop(self) -> None:
         for consumer in list(self._consumers.values()):

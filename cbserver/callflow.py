@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver.ari import (
     AriClient,
     AriError,
+    AriUnavailable,
     ChannelDestroyed,
     ChannelDtmfReceived,
     Event,
@@ -280,6 +281,16 @@ class AgentFirstCall:
                     timeout=self.settings.agent_ring_seconds,
                     channel_id=self.agent_channel,
                 )
+            except AriUnavailable as exc:
+                # Asterisk itself is away (stopped, restarting): no agent can be rung, and that
+                # is no agent's doing. The attempt fails and is retried by the rules.
+                log.warning("request %s: Asterisk unreachable: %s", self.request_id, exc)
+                self.agent_channel = None
+                await self._hang_up(self.channels)
+                text = f"Asterisk unreachable: {exc.message}"[:100]  # the column's length
+                await self._record(self._close, 0, text)
+                self._finish()
+                return
             except AriError as exc:
                 log.warning("request %s: ringing %s failed: %s", self.request_id, agent_name, exc)
                 last_cause, last_text = 0, f"could not ring {agent_name}: {exc.message}"
@@ -391,12 +402,23 @@ class AgentFirstCall:
         visitor_never_answered = gone_channel == self.visitor_channel and self.bridge_id is None
         if visitor_never_answered and self.agent_channel is not None:
             await self._tell_agent_and_release(self.agent_channel)
-        for other in self.channels - {gone_channel}:
-            await self.ari.hangup(other)
-        if self.bridge_id is not None:
-            await self.ari.destroy_bridge(self.bridge_id)
+        await self._hang_up(self.channels - {gone_channel})
         await self._record(self._close, cause, cause_text)
         self._finish()
+
+    async def _hang_up(self, channels: set[str]) -> None:
+        """Hang up ``channels`` and the bridge. Asterisk not answering (it stopped, it
+        restarts) must not keep the request open: the attempt is closed all the same."""
+        for channel in channels:
+            try:
+                await self.ari.hangup(channel)
+            except AriError as exc:
+                log.warning("request %s: hanging up %s: %s", self.request_id, channel, exc)
+        if self.bridge_id is not None:
+            try:
+                await self.ari.destroy_bridge(self.bridge_id)
+            except AriError as exc:
+                log.warning("request %s: destroying the bridge: %s", self.request_id, exc)
 
     async def _tell_agent_and_release(self, agent_channel: str) -> None:
         """The visitor did not answer: the agent hears why before the line drops."""
@@ -413,10 +435,7 @@ class AgentFirstCall:
             return
         self.finished = True
         self._stop_accept_timer()
-        for channel in self.channels:
-            await self.ari.hangup(channel)
-        if self.bridge_id is not None:
-            await self.ari.destroy_bridge(self.bridge_id)
+        await self._hang_up(self.channels)
         await self._record(self._close, 0, reason)
         self._finish()
 
@@ -429,8 +448,7 @@ class AgentFirstCall:
         log.error("request %s: %s", self.request_id, exc)
         self.finished = True
         self._stop_accept_timer()
-        for channel in self.channels:
-            await self.ari.hangup(channel)
+        await self._hang_up(self.channels)
         await self._record(self._close, 0, "the number cannot be dialled", UNDIALLABLE)
         self._finish()
 
@@ -493,7 +511,7 @@ class VisitorFirstCall(AgentFirstCall):
             except AriError:
                 pass
             self.finished = True
-            await self.ari.hangup(visitor)
+            await self._hang_up({visitor})
         await self._record(self._close, cause, cause_text, "no_agent")
         self._finish()
 

@@ -135,7 +135,11 @@ class Worker:
         return ended
 
     async def _until_connected(self, connected: asyncio.Event, stop: asyncio.Event) -> None:
-        log.warning("worker %s: Asterisk unreachable; claiming nothing until it is back", self.name)
+        log.warning(
+            "worker %s: Asterisk is away (stopped, restarting or unreachable); "
+            "claiming nothing until it is back",
+            self.name,
+        )
         await _first_of(stop, connected)
         if connected.is_set():
             log.info("worker %s: Asterisk is back; claiming again", self.name)

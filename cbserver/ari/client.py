@@ -41,9 +41,13 @@ class AriConfig:
     password: str = field(repr=False)
     app: str
     request_timeout: float = 5.0
-    reconnect_initial: float = 0.5
-    reconnect_max: float = 10.0
-    ping_interval: float = 15.0
+    # Back-off between reconnect attempts: a worker must be back within 5 s of Asterisk
+    # answering again, so the longest wait stays well below that.
+    reconnect_initial: float = 0.2
+    reconnect_max: float = 2.0
+    # A socket that went silent (Asterisk frozen, a cable pulled) is noticed within
+    # ping_interval + request_timeout; a closed one at once.
+    ping_interval: float = 5.0
     # Send REST requests over the event WebSocket when Asterisk can (20.14+, 21.9+, 22.4+).
     rest_over_websocket: bool = True
 
