@@ -853,3 +853,21 @@ def hidden_fields(page: str) -> dict[str, str]:
         if name and 'type="hidden"' in tag:
             found[name.group(1)] = html.unescape(value.group(1)) if value else ""
     return found
+
+
+def form_submission(page: str, entry: Hostile) -> dict[str, str]:
+    """The hosted form as a browser sends it from ``page``, acceptable but for ``entry``."""
+    data = {
+        **hidden_fields(page),
+        "phone": VALID_PHONE[entry.subscriber],
+        "name": "",
+        "topic": "",
+        "when": "asap",
+        "consent": "y",
+    }
+    assert isinstance(entry.value, str)
+    if entry.where == "when":
+        data.update(when="slot", slot=entry.value)
+    else:
+        data[entry.where] = entry.value
+    return data

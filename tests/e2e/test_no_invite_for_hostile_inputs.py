@@ -55,7 +55,7 @@ from tests.hostile import (
     Hostile,
     add_subscribers,
     base_body,
-    hidden_fields,
+    form_submission,
     sendable_by_form,
 )
 
@@ -162,23 +162,13 @@ def send_the_corpus(base_url: str) -> list[str]:
             answer = client.post("/api/v1/callbacks", content=content, headers=headers)
             if answer.status_code < 400:
                 accepted.append(f"API {entry.description}: {answer.status_code}")
-        forms: dict[str, dict[str, str]] = {}
+        forms: dict[str, str] = {}
         for entry in filter(sendable_by_form, CORPUS):
             if entry.subscriber not in forms:
                 page = client.get(f"/c/{entry.subscriber}")
                 assert page.status_code == 200
-                forms[entry.subscriber] = hidden_fields(page.text)
-            data = {
-                **forms[entry.subscriber],
-                "phone": VALID_PHONE[entry.subscriber],
-                "when": "asap",
-                "consent": "y",
-            }
-            assert isinstance(entry.value, str)
-            if entry.where == "when":
-                data.update(when="slot", slot=entry.value)
-            else:
-                data[entry.where] = entry.value
+                forms[entry.subscriber] = page.text
+            data = form_submission(forms[entry.subscriber], entry)
             answer = client.post(f"/c/{entry.subscriber}", data=data)
             if answer.status_code < 400:
                 accepted.append(f"form {entry.description}: {answer.status_code}")

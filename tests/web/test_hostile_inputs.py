@@ -43,6 +43,7 @@ from tests.hostile import (
     Hostile,
     add_subscribers,
     base_body,
+    form_submission,
     hidden_fields,
     sendable_by_form,
 )
@@ -251,20 +252,7 @@ def test_the_widget_shows_the_refusal(
 def form_data(client: FlaskClient, entry: Hostile) -> dict[str, str]:
     page = client.get(f"/c/{entry.subscriber}")
     assert page.status_code == 200
-    data = {
-        **hidden_fields(page.get_data(as_text=True)),
-        "phone": str(base_body(entry.subscriber)["phone"]),
-        "name": "",
-        "topic": "",
-        "when": "asap",
-        "consent": "y",
-    }
-    assert isinstance(entry.value, str)
-    if entry.where == "when":
-        data.update(when="slot", slot=entry.value)
-    else:
-        data[entry.where] = entry.value
-    return data
+    return form_submission(page.get_data(as_text=True), entry)
 
 
 def field_error(page: str, field: str) -> str | None:
