@@ -95,3 +95,14 @@ def hidden(page: str, name: str) -> str:
     match = re.search(rf'name="{name}" type="hidden" value="([^"]*)"', page)
     assert match, f"the page carries {name}"
     return match.group(1)
+
+
+def ask_acme(client: FlaskClient, **fields: object) -> tuple[int, dict[str, object]]:
+    """POST /api/v1/callbacks for acme's usual visitor, with ``fields`` added or changed: the
+    status and the JSON answer."""
+    response = client.post(
+        "/api/v1/callbacks",
+        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **fields},
+    )
+    assert response.json is not None
+    return response.status_code, response.json

@@ -22,7 +22,7 @@ from cbserver.config import Settings
 from cbserver.models import AuditEvent, CallbackRequest, Subscriber
 from cbserver.web import create_app
 from tests.browser import Browser, live_server
-from tests.web.conftest import CLOCK_START, UNLIMITED, US_MOBILE, csrf_token, hidden
+from tests.web.conftest import CLOCK_START, UNLIMITED, US_MOBILE, ask_acme, csrf_token, hidden
 
 pytestmark = [pytest.mark.usefixtures("acme")]
 
@@ -167,15 +167,6 @@ def test_a_form_without_a_time_we_signed_is_refused(
 # --- the widget's calls to the JSON API ------------------------------------------------------
 
 
-def ask(client: FlaskClient, **fields: object) -> tuple[int, dict[str, object]]:
-    response = client.post(
-        "/api/v1/callbacks",
-        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **fields},
-    )
-    assert response.json is not None
-    return response.status_code, response.json
-
-
 def test_the_widget_form_carries_a_signed_time_and_is_refused_when_sent_at_once(
     client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:
@@ -185,13 +176,13 @@ def test_the_widget_form_carries_a_signed_time_and_is_refused_when_sent_at_once(
     assert answer.json is not None
     token = answer.json["form_token"]
 
-    status, body = ask(client, form_token=token, website="")
+    status, body = ask_acme(client, form_token=token, website="")
     assert (status, body) == (
         422,
         {"error": {"code": "bot_suspected", "message": TOO_QUICK}},
     )
     clock.advance(timedelta(seconds=3))
-    status, _ = ask(client, form_token=token, website="")
+    status, _ = ask_acme(client, form_token=token, website="")
     assert status == 201
     assert [e.detail for e in refusals(sessions)] == [
         "acme: the form was sent 0.0 s after it was shown"
@@ -201,7 +192,7 @@ def test_the_widget_form_carries_a_signed_time_and_is_refused_when_sent_at_once(
 def test_a_filled_in_hidden_field_of_the_widget_is_refused(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    status, body = ask(client, website="http://spam.example")
+    status, body = ask_acme(client, website="http://spam.example")
     assert status == 422
     assert body["error"] == {"code": "bot_suspected", "message": TOO_QUICK}
     assert stored(sessions) == 0
@@ -210,7 +201,7 @@ def test_a_filled_in_hidden_field_of_the_widget_is_refused(
 def test_a_server_side_integration_needs_neither_check(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    status, _ = ask(client)
+    status, _ = ask_acme(client)
     assert status == 201
     assert refusals(sessions) == []
 
@@ -219,7 +210,7 @@ def test_the_widget_cannot_be_given_a_forged_time(
     client: FlaskClient, sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:
     clock.advance(timedelta(minutes=5))
-    status, body = ask(client, form_token="eyJzIjoiYWNtZSIsInQiOjB9.forged")
+    status, body = ask_acme(client, form_token="eyJzIjoiYWNtZSIsInQiOjB9.forged")
     assert status == 422
     assert body["error"] == {"code": "bot_suspected", "message": TOO_QUICK}
     assert stored(sessions) == 0
@@ -257,7 +248,7 @@ def test_a_widget_token_takes_one_request_and_a_repeat_of_that_request(
     assert again.status_code == 201
     assert again.json == first.json
 
-    status, body = ask(client, phone="+12015550124", form_token=token)
+    status, body = ask_acme(client, phone="+12015550124", form_token=token)
     assert (status, body) == (422, {"error": {"code": "bot_suspected", "message": TOO_QUICK}})
     assert reasons(sessions) == ["acme: the form's token was used for another request already"]
     assert stored(sessions) == 1
@@ -268,10 +259,10 @@ def test_a_refused_request_leaves_its_token_for_the_corrected_one(
 ) -> None:
     token = widget_token(client)
     clock.advance(timedelta(seconds=5))
-    status, body = ask(client, phone="+1 900 234 5678", form_token=token)
+    status, body = ask_acme(client, phone="+1 900 234 5678", form_token=token)
     assert status == 422
     assert body["error"]["code"] == "phone_premium_rate"  # type: ignore[index]
-    status, _ = ask(client, form_token=token)
+    status, _ = ask_acme(client, form_token=token)
     assert status == 201
     assert refusals(sessions) == []
 
@@ -281,7 +272,7 @@ def test_a_token_is_good_for_twelve_hours(
 ) -> None:
     token = widget_token(client)
     clock.advance(timedelta(hours=12, seconds=1))
-    status, body = ask(client, form_token=token)
+    status, body = ask_acme(client, form_token=token)
     assert (status, body) == (422, {"error": {"code": "bot_suspected", "message": TOO_QUICK}})
     assert reasons(sessions) == ["acme: the form was shown 12.0 hours ago"]
     assert stored(sessions) == 0
@@ -307,7 +298,7 @@ def test_a_browser_must_send_a_token(
 def test_a_token_that_is_no_text_we_could_sign_is_refused_like_a_forged_one(
     client: FlaskClient, sessions: sessionmaker[Session], token: str
 ) -> None:
-    status, body = ask(client, form_token=token)
+    status, body = ask_acme(client, form_token=token)
     assert (status, body) == (422, {"error": {"code": "bot_suspected", "message": TOO_QUICK}})
     assert reasons(sessions) == ["acme: the time the form was shown is not one we signed"]
 

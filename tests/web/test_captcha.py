@@ -27,7 +27,7 @@ from cbserver import admin_tokens, db
 from cbserver.cli import main
 from cbserver.models import AuditEvent, CallbackRequest, Subscriber
 from tests.browser import Browser, live_server
-from tests.web.conftest import US_MOBILE, csrf_token, hidden
+from tests.web.conftest import ask_acme, csrf_token, hidden
 
 pytestmark = [pytest.mark.usefixtures("acme")]
 
@@ -106,22 +106,13 @@ def stored(sessions: sessionmaker[Session]) -> int:
         return len(session.scalars(select(CallbackRequest.id)).all())
 
 
-def ask(client: FlaskClient, **fields: object) -> tuple[int, dict[str, object]]:
-    response = client.post(
-        "/api/v1/callbacks",
-        json={"subscriber": "acme", "phone": US_MOBILE, "consent": True, **fields},
-    )
-    assert response.json is not None
-    return response.status_code, response.json
-
-
 # --- the API (and the widget, which calls it) --------------------------------------------------
 
 
 def test_without_a_captcha_nothing_is_asked(
     client: FlaskClient, verifier: FakeVerifier, sessions: sessionmaker[Session]
 ) -> None:
-    status, _ = ask(client)
+    status, _ = ask_acme(client)
     assert status == 201
     assert verifier.asked == []
 
@@ -130,7 +121,7 @@ def test_a_good_answer_is_checked_with_the_provider_and_the_request_stored(
     client: FlaskClient, verifier: FakeVerifier, sessions: sessionmaker[Session]
 ) -> None:
     use_captcha(sessions, verifier.url)
-    status, _ = ask(client, captcha="good")
+    status, _ = ask_acme(client, captcha="good")
     assert status == 201
     assert verifier.asked == [{"secret": SECRET, "response": "good", "remoteip": "127.0.0.1"}]
     assert stored(sessions) == 1
@@ -154,7 +145,7 @@ def test_a_missing_or_wrong_answer_is_refused(
     asked: int,
 ) -> None:
     use_captcha(sessions, verifier.url)
-    status, body = ask(client, captcha=answer)
+    status, body = ask_acme(client, captcha=answer)
     assert status == 422
     assert body == {"error": {"code": code, "message": message, "field": "captcha"}}
     assert len(verifier.asked) == asked
@@ -173,7 +164,7 @@ def test_a_provider_that_cannot_be_asked_stores_nothing(
     verifier.broken = None if broken == "down" else broken
     use_captcha(sessions, url)
     with caplog.at_level(logging.DEBUG):
-        status, body = ask(client, captcha="good")
+        status, body = ask_acme(client, captcha="good")
     assert status == 503
     assert body == {
         "error": {"code": "captcha_unavailable", "message": PROVIDER_DOWN, "field": "captcha"}
@@ -461,7 +452,7 @@ def test_an_answer_that_cannot_be_sent_is_a_failed_check_and_the_provider_is_not
     client: FlaskClient, verifier: FakeVerifier, sessions: sessionmaker[Session]
 ) -> None:
     use_captcha(sessions, verifier.url)
-    status, body = ask(client, captcha="\ud800")
+    status, body = ask_acme(client, captcha="\ud800")
     assert (status, body) == (
         422,
         {"error": {"code": "captcha_failed", "message": ROBOT_CHECK_FAILED, "field": "captcha"}},
