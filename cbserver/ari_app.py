@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from cbserver.ari import (
     AriClient,
@@ -38,8 +39,10 @@ def announces_shutdown(event: Event) -> bool:
 
 
 class StasisApp:
-    def __init__(self, ari: AriClient) -> None:
+    def __init__(self, ari: AriClient, adopt: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.ari = ari
+        # On each connect, before claiming: take up calls owned but not carried (see worker).
+        self.adopt = adopt
         self.calls: dict[str, AgentFirstCall] = {}
         self.connected = asyncio.Event()
         self._queues: dict[str, asyncio.Queue[Event]] = {}
@@ -94,6 +97,8 @@ class StasisApp:
                     if isinstance(item, StreamConnected):
                         self._connection += 1
                         if self.connected_before and not await self.reconcile():
+                            break
+                        if self.adopt is not None and not await self.adopt():
                             break
                         self.connected_before = True
                         self.connected.set()

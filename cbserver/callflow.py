@@ -11,22 +11,25 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver.adoption import OnAsterisk, Owned
 from cbserver.ari import (
     AriClient,
     AriError,
     AriUnavailable,
+    Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
     Event,
     StasisStart,
 )
-from cbserver.claims import IN_CALL, Claim, channel_id
+from cbserver.claims import IN_CALL, Claim, bridge_name, channel_id
 from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
 from cbserver.db import DatabaseThread, OutageLog
@@ -46,6 +49,8 @@ _CHANCE = random.Random()
 OUTCOMES = {16: "answered", 17: "busy", 18: "no_answer", 19: "no_answer", 21: "rejected"}
 # The stored number failed the dial-time check (numbers.trunk_endpoint): never dialled.
 UNDIALLABLE = "undiallable"
+# A channel's state once answered.
+UP = "Up"
 
 
 @dataclass(frozen=True)
@@ -378,7 +383,7 @@ class AgentFirstCall:
         assert self.agent_channel is not None
         assert self.visitor_channel is not None
         await self.ari.ring_stop(self.agent_channel)
-        bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
+        bridge = await self.ari.create_bridge("mixing", name=bridge_name(self.request_id))
         self.bridge_id = bridge.id
         try:
             await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
@@ -443,6 +448,61 @@ class AgentFirstCall:
         self.finished = True
         self.on_finished(self)
 
+    # --- a call a previous life of this worker left on Asterisk (see adoption.py) ------------
+
+    async def resume(self, owned: Owned, found: OnAsterisk) -> None:
+        """Carry on a call this worker's previous life left on Asterisk: what still rings or
+        talks is taken up where it stands; what vanished meanwhile closes the attempt."""
+        agent = found.channel(owned.agent_channel)
+        visitor = found.channel(owned.visitor_channel)
+        bridge = found.bridge_of(self.request_id)
+        self.agent_channel = agent.id if agent is not None else None
+        self.visitor_channel = visitor.id if visitor is not None else None
+        self.bridge_id = bridge.id if bridge is not None else None
+        self.agents = list(owned.agents_left)
+        log.info(
+            "request %s: adopted (%s; live: %s)",
+            self.request_id,
+            owned.status,
+            ", ".join(sorted(self.channels)) or "nothing",
+        )
+        if owned.status == RequestStatus.CONNECTED:
+            self.accepted = True
+            if agent is None or visitor is None:
+                await self._end_while_away("the call ended while the worker was away")
+            # Else they still talk: the first hang-up ends the call as it always does.
+            return
+        await self._resume_ringing(owned.status, agent, visitor)
+
+    async def _resume_ringing(
+        self, status: RequestStatus, agent: Channel | None, visitor: Channel | None
+    ) -> None:
+        if status == RequestStatus.DIALING_VISITOR:
+            self.accepted = True
+            if agent is None or visitor is None:
+                await self._end_while_away("a line ended while the worker was away")
+            elif visitor.state == UP:
+                # Answered while nobody listened: its StasisStart is gone, the bridge is not.
+                await self._visitor_answered()
+            return
+        await self._resume_agent(agent)
+
+    async def _resume_agent(self, agent: Channel | None) -> None:
+        """The agent rang or listened to the whisper when the worker stopped."""
+        if agent is None:
+            await self._ring_next_agent(0, "the agent's line ended while the worker was away")
+        elif agent.state == UP:
+            # Whether "1" was pressed meanwhile is unknown: the agent hears the whisper again.
+            with suppress(AriError):
+                await self.ari.stop_playback(f"{agent.id}-whisper")
+            await self._agent_answered()
+
+    async def _end_while_away(self, text: str) -> None:
+        self.finished = True
+        await self._hang_up(self.channels)
+        await self._record(self._close, 0, text)
+        self._finish()
+
     async def _refuse_to_dial(self, exc: UnsafeNumber) -> None:
         """The stored number fails the dial-time check: hang up what rings, fail the request."""
         log.error("request %s: %s", self.request_id, exc)
@@ -493,12 +553,24 @@ class VisitorFirstCall(AgentFirstCall):
         assert self.agent_channel is not None
         assert self.visitor_channel is not None
         await self.ari.stop_moh(self.visitor_channel)
-        bridge = await self.ari.create_bridge("mixing", name=f"callback-{self.request_id}")
+        bridge = await self.ari.create_bridge("mixing", name=bridge_name(self.request_id))
         self.bridge_id = bridge.id
         await self.ari.add_channel(bridge.id, [self.agent_channel, self.visitor_channel])
         await self._record(
             self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
         )
+
+    async def _resume_ringing(
+        self, status: RequestStatus, agent: Channel | None, visitor: Channel | None
+    ) -> None:
+        if visitor is None:
+            await self._end_while_away("the visitor's line ended while the worker was away")
+        elif status == RequestStatus.DIALING_VISITOR:
+            if visitor.state == UP:
+                await self._visitor_answered()
+        else:
+            # The visitor holds, with music, while agents are rung.
+            await self._resume_agent(agent)
 
     async def _no_agent_left(self, cause: int, cause_text: str) -> None:
         """Nobody could take the call: the visitor hears so, and the attempt fails."""

@@ -65,6 +65,11 @@ def channel_id(request_id: str, attempt_number: int, leg: str) -> str:
     return f"cb-{request_id}-{attempt_number}-{leg}"
 
 
+def bridge_name(request_id: str) -> str:
+    """The name of the bridge a call-back's two legs meet in: found by it after a restart."""
+    return f"callback-{request_id}"
+
+
 def first_status(request: CallbackRequest) -> RequestStatus:
     if request.subscriber.call_order == CallOrder.VISITOR_FIRST:
         return RequestStatus.DIALING_VISITOR
@@ -155,7 +160,9 @@ def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
     return claims[0] if claims else None
 
 
-def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> list[Claim]:
+def claim_due(
+    session: Session, worker_id: str, now: datetime, most: int, lease: timedelta = LEASE
+) -> list[Claim]:
     """Up to ``most`` due requests, oldest first, now owned by ``worker_id`` with their
     attempts open, in one transaction; an empty list when nothing is due. Committed.
 
@@ -177,7 +184,7 @@ def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> lis
         if subscriber_id not in agents_of:
             # Read before writing where possible: on SQLite the write lock is held from the
             # first write on.
-            agents_of[subscriber_id] = _active_agents(session, subscriber_id)
+            agents_of[subscriber_id] = active_agents(session, subscriber_id)
             if postgresql:
                 # Claims for one business take turns, so each counts the others' calls: the
                 # free-agent check below then holds across workers, not only within one.
@@ -195,7 +202,7 @@ def claim_due(session: Session, worker_id: str, now: datetime, most: int) -> lis
                 now=now,
                 only_if=_FREE_AGENT,
                 claimed_by=worker_id,
-                lease_until=now + LEASE,
+                lease_until=now + lease,
                 attempt_count=request.attempt_count + 1,
                 # A booked slot's place is used from here on: it is never given back.
                 slot_start=None,
@@ -310,7 +317,7 @@ _AGENTS = (
 )
 
 
-def _active_agents(session: Session, subscriber_id: int) -> Agents:
+def active_agents(session: Session, subscriber_id: int) -> Agents:
     """The subscriber's active agents, in the order they are rung."""
     rows = session.execute(_AGENTS, {"subscriber_id": subscriber_id})
     return tuple((agent_id, name) for agent_id, name in rows)

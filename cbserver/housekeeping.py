@@ -7,6 +7,7 @@ scheduler that runs them (APScheduler, in the worker) only decides when.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -92,14 +93,17 @@ def next_closing(session: Session, now: datetime) -> datetime | None:
     return min(found, default=None)
 
 
-def release_stale_claims(session: Session, now: datetime) -> int:
+def release_stale_claims(session: Session, now: datetime, spare: str | None = None) -> int:
     """Calls whose worker stopped renewing its lease are closed honestly: a call that had not
-    connected is retried (or given up) by the subscriber's rules; a connected one is done."""
-    stale = session.scalars(
-        select(CallbackRequest).where(
-            CallbackRequest.status.in_(IN_CALL), CallbackRequest.lease_until < now
-        )
-    ).all()
+    connected is retried (or given up) by the subscriber's rules; a connected one is done.
+    ``spare``'s claims are left alone: a worker just started under that name has yet to adopt
+    the calls its previous life left on its Asterisk."""
+    stale_query = select(CallbackRequest).where(
+        CallbackRequest.status.in_(IN_CALL), CallbackRequest.lease_until < now
+    )
+    if spare is not None:
+        stale_query = stale_query.where(CallbackRequest.claimed_by != spare)
+    stale = session.scalars(stale_query).all()
     released = 0
     for request in stale:
         owner = request.claimed_by
@@ -132,12 +136,23 @@ def release_stale_claims(session: Session, now: datetime) -> int:
     return released
 
 
-def renew_leases(session: Session, worker: str, now: datetime) -> int:
-    """The worker is alive: its claims hold for another lease."""
+def renew_leases(
+    session: Session, worker: str, live: Collection[str], now: datetime, lease: timedelta = LEASE
+) -> int:
+    """The worker is alive: the claims whose calls it carries (``live``, request ids) hold for
+    another lease. A claim it holds without a call (the answer to its commit was lost on the
+    way) is not renewed, so it is released as a dead worker's would be."""
+    if not live:
+        session.commit()
+        return 0
     result = session.execute(
         update(CallbackRequest)
-        .where(CallbackRequest.claimed_by == worker, CallbackRequest.status.in_(IN_CALL))
-        .values(lease_until=now + LEASE)
+        .where(
+            CallbackRequest.claimed_by == worker,
+            CallbackRequest.status.in_(IN_CALL),
+            CallbackRequest.id.in_(list(live)),
+        )
+        .values(lease_until=now + lease)
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -212,12 +227,22 @@ class Rounds:
     renewed: int
 
 
-def one_round(session: Session, worker: str, now: datetime) -> Rounds:
+def one_round(
+    session: Session,
+    worker: str,
+    now: datetime,
+    live: Collection[str] = (),
+    *,
+    lease: timedelta = LEASE,
+    adopted: bool = True,
+) -> Rounds:
+    """One round for ``worker``, carrying the calls of ``live`` (request ids); until it has
+    ``adopted`` what its previous life left, its own old claims are not released."""
     # Renewed first: a slow round must never find this worker's own calls stale.
-    renewed = renew_leases(session, worker, now)
+    renewed = renew_leases(session, worker, live, now, lease)
     return Rounds(
         expired=expire_overdue(session, now),
         moved_to_opening=close_doors(session, now),
-        released=release_stale_claims(session, now),
+        released=release_stale_claims(session, now, spare=None if adopted else worker),
         renewed=renewed,
     )

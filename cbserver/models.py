@@ -283,6 +283,21 @@ class CallbackRequest(Base):
     )
 
 
+class WorkerNode(Base):
+    """A running worker under its stable name: the claims it owns carry this name across its
+    restarts, so two live processes must never share it (``nodes.register``)."""
+
+    __tablename__ = "worker_nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # This process's own mark: a takeover of the name by another process is seen at once.
+    instance: Mapped[str] = mapped_column(String(100))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class SlotBooking(Base):
     """How many requests hold a place in one of a subscriber's slots: booked by a conditional
     UPDATE (``booked < capacity``), so two visitors cannot both take the last place."""

@@ -17,11 +17,11 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import db, housekeeping
-from cbserver.ari import AriClient, AriConfig
+from cbserver import adoption, db, housekeeping, nodes
+from cbserver.ari import AriClient, AriConfig, AriError, AriUnavailable
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
-from cbserver.claims import Claim, claim_due, promote_due
+from cbserver.claims import LEASE, Claim, claim_due, promote_due
 from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread, OutageLog
 
@@ -32,6 +32,8 @@ RETENTION = timedelta(days=90)
 ARM_TOLERANCE = timedelta(milliseconds=50)
 # Requests taken in one transaction when many are due at once (a burst, a busy minute).
 CLAIM_BATCH = 20
+# Calls one worker (and so its Asterisk) carries at once: about one core per 80 bridged calls.
+MAX_CALLS = 50
 
 
 def wake_by_datagram(port: int) -> None:
@@ -90,6 +92,8 @@ class Worker:
         clock: Clock | None = None,
         retention: timedelta = RETENTION,
         housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
+        max_calls: int = MAX_CALLS,
+        lease: timedelta = LEASE,
     ) -> None:
         self.ari_config = ari_config
         self.sessions = sessions
@@ -104,6 +108,8 @@ class Worker:
         self.wake_port = wake_port
         self.retention = retention
         self.housekeeping_seconds = housekeeping_seconds
+        self.max_calls = max_calls
+        self.lease = lease
         self._wake = asyncio.Event()
         self._next_promotion = 0.0
         self._next_due: datetime | None = None
@@ -111,6 +117,13 @@ class Worker:
         self._app: StasisApp | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._claiming = OutageLog(log, f"worker {self.name}: claiming")
+        # Claiming and adopting take turns: what one takes, the other must see as carried.
+        self._handover = asyncio.Lock()
+        self._instance = nodes.this_instance()
+        # Until the first adoption, this worker's old claims are its previous life's to adopt.
+        self._adopted = False
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def asterisk_connected(self) -> bool:
@@ -153,7 +166,12 @@ class Worker:
         for call in list(app.calls.values()):
             await call.abandon("the worker stopped before the call ended")
 
-    def _claim(self) -> list[Claim]:
+    def _room(self) -> int:
+        """How many more calls this worker (its Asterisk) may carry now."""
+        carried = len(self._app.calls) if self._app is not None else 0
+        return self.max_calls - carried
+
+    def _claim(self, most: int) -> list[Claim]:
         with self.sessions() as session:
             now = self.clock.now()
             # Retries and slots come due on the clock: at the due time the scheduler wakes us
@@ -164,7 +182,7 @@ class Worker:
                 promote_due(session, now)
                 self._next_due = housekeeping.next_due(session)
                 self._next_promotion = time.monotonic() + self.poll_seconds
-            claims = claim_due(session, self.name, now, CLAIM_BATCH)
+            claims = claim_due(session, self.name, now, most, self.lease)
             if not claims:
                 # About to rest: learn of anything booked meanwhile, so the timer wakes us
                 # at its time (a new booking's wake-up lands here).
@@ -187,7 +205,10 @@ class Worker:
         erasing = OutageLog(log, f"worker {self.name}: erasing old visitor data")
 
         async def tidy() -> None:
-            if await _unless_unreachable(tidying, database.run(self._housekeeping)):
+            # Read here, on the loop that changes them; the round runs on its own thread.
+            live = frozenset(self._app.calls) if self._app is not None else frozenset()
+            work = database.run(self._housekeeping, live, self._adopted)
+            if await _unless_unreachable(tidying, work):
                 self._arm_next_due()
 
         async def erase_old() -> None:
@@ -197,7 +218,8 @@ class Worker:
         scheduler.add_job(
             tidy,
             "interval",
-            seconds=self.housekeeping_seconds,
+            # Several renewals within a lease: one slow round never loses a live call.
+            seconds=min(self.housekeeping_seconds, self.lease.total_seconds() / 4),
             id="housekeeping",
             next_run_time=datetime.now(UTC),
         )
@@ -208,10 +230,15 @@ class Worker:
         self._scheduler = scheduler
         return scheduler
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, live: frozenset[str], adopted: bool) -> None:
         with self.sessions() as session:
             now = self.clock.now()
-            done = housekeeping.one_round(session, self.name, now)
+            if not nodes.heartbeat(session, self.name, self._instance, now):
+                self._displaced()
+                return
+            done = housekeeping.one_round(
+                session, self.name, now, live, lease=self.lease, adopted=adopted
+            )
             if done.released or done.expired or done.moved_to_opening:
                 log.info("worker %s: housekeeping %s", self.name, done)
             closing = housekeeping.next_closing(session, now)
@@ -253,7 +280,18 @@ class Worker:
             self._at(due, "next-due", self._due_now)
             self._armed_for = wall
 
+    def _displaced(self) -> None:
+        """Another process took this worker's name (this one was silent for a lease): its
+        claims are that one's now, so this one stops."""
+        log.error("worker %s: another process took this worker's name; stopping", self.name)
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set. Raises nodes.WorkerNameTaken when another live worker
+        runs under this worker's name."""
+        self._stop = stop
+        self._loop = asyncio.get_running_loop()
         listener = await self._listen_for_wakes()
         try:
             await self._serve(stop)
@@ -284,9 +322,16 @@ class Worker:
         calls = DatabaseThread("cbserver-calls")
         chores = DatabaseThread("cbserver-housekeeping")
         erasing = DatabaseThread("cbserver-retention")
+        try:
+            await self._register(claims)
+        except BaseException:
+            for thread in (claims, calls, chores, erasing):
+                thread.close()
+            raise
         scheduler = self._start_scheduler(chores, erasing)
         try:
             await self._serve_with(stop, claims, calls)
+            await self._let_name_go(claims)
         finally:
             scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -295,18 +340,88 @@ class Worker:
             chores.close()
             erasing.close()
 
+    async def _register(self, claims: DatabaseThread) -> None:
+        """Take this worker's name; waits out an unreachable database."""
+        registering = OutageLog(log, f"worker {self.name}: registering")
+
+        def register() -> None:
+            with self.sessions() as session:
+                nodes.register(session, self.name, self._instance, self.clock.now(), self.lease)
+
+        await claims.run_until_done(registering, register)
+
+    async def _let_name_go(self, claims: DatabaseThread) -> None:
+        """A clean stop: a worker started under this name may take it at once, anywhere."""
+
+        def release() -> None:
+            with self.sessions() as session:
+                nodes.release(session, self.name, self._instance)
+
+        try:
+            await claims.run(release)
+        except Exception as exc:
+            if not db.unreachable(exc):
+                raise
+            # The name is then taken over a lease from now, as a dead worker's would be.
+
+    def _call(
+        self, ari: AriClient, calls: DatabaseThread, app: StasisApp, claim: Claim
+    ) -> AgentFirstCall:
+        flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
+        call = flow(ari, self.sessions, calls, self.call_settings, claim, self._ended(app))
+        app.add(call)
+        return call
+
+    async def _adopt(self, ari: AriClient, calls: DatabaseThread, app: StasisApp) -> bool:
+        """Take up the calls this worker owns but does not carry: its previous life's after a
+        restart. False when the database or Asterisk could not be asked (tried again)."""
+        async with self._handover:
+            try:
+                owned = await calls.run(self._owned, frozenset(app.calls))
+                found = await adoption.look_up(ari, owned) if owned else adoption.OnAsterisk()
+            except AriUnavailable as exc:
+                log.warning("worker %s: Asterisk did not answer while adopting: %s", self.name, exc)
+                return False
+            except Exception as exc:
+                if not db.unreachable(exc):
+                    raise
+                self._claiming.failed(exc)
+                return False
+            if owned:
+                log.warning(
+                    "worker %s: taking up %d call(s) left by its previous run",
+                    self.name,
+                    len(owned),
+                )
+            for left in owned:
+                call = self._call(ari, calls, app, left.claim)
+                try:
+                    await call.resume(left, found)
+                except AriError as exc:
+                    # It changed between the look and the step (a hang-up): end it honestly.
+                    log.warning("request %s: not taken up: %s", call.request_id, exc)
+                    reason = f"could not be taken up after a restart: {exc.message}"
+                    await call.abandon(reason[:100])  # the column's length
+            self._adopted = True
+            return True
+
+    def _owned(self, carried: frozenset[str]) -> list[adoption.Owned]:
+        with self.sessions() as session:
+            return adoption.owned_calls(session, self.name, carried)
+
     async def _serve_with(
         self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
     ) -> None:
         async with AriClient(self.ari_config) as ari:
-            app = self._app = StasisApp(ari)
+
+            async def adopt() -> bool:
+                return await self._adopt(ari, calls, app)
+
+            app = self._app = StasisApp(ari, adopt)
             events = asyncio.create_task(app.run())
 
             async def place(claim: Claim) -> None:
-                flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
-                call = flow(ari, self.sessions, calls, self.call_settings, claim, self._ended(app))
-                app.add(call)
-                await call.start()
+                await self._call(ari, calls, app, claim).start()
 
             try:
                 await app.connected.wait()
@@ -338,20 +453,28 @@ class Worker:
             # Cleared before looking, never after: a wake-up that arrives while we look must
             # survive to end the idle wait at once.
             self._wake.clear()
-            try:
-                taken = await claims.run(self._claim)
-            except Exception as exc:
-                if not db.unreachable(exc):
-                    raise
-                # What is queued waits in the database; a wake-up cannot hurry it back.
-                self._claiming.failed(exc)
+            room = min(CLAIM_BATCH, self._room())
+            if room <= 0:
+                # Full: a call's end wakes us.
+                await self._idle(stop)
+                continue
+            taken: list[Claim] | None = None
+            async with self._handover:
+                try:
+                    taken = await claims.run(self._claim, room)
+                except Exception as exc:
+                    if not db.unreachable(exc):
+                        raise
+                    # What is queued waits in the database; a wake-up cannot hurry it back.
+                    self._claiming.failed(exc)
+                for claim in taken or ():
+                    await place(claim)
+            if taken is None:
                 await _first_of(stop, at_most=next(pause))
                 continue
             if self._claiming.succeeded():
                 pause = db.waits()
             self._arm_next_due()
-            for claim in taken:
-                await place(claim)
             if not taken:
                 await self._idle(stop)
 
@@ -365,13 +488,19 @@ class WorkerThread:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="cbserver-worker", daemon=True)
+        # Why the worker could not run, for the process that started it to say.
+        self.failure: str | None = None
 
     def start(self) -> None:
         self._thread.start()
         self._ready.wait(10)
 
     def _main(self) -> None:
-        asyncio.run(self._serve())
+        try:
+            asyncio.run(self._serve())
+        except nodes.WorkerNameTaken as exc:
+            self.failure = str(exc)
+            self._ready.set()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()

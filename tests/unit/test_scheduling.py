@@ -353,9 +353,10 @@ def test_claims_whose_worker_died_are_released_and_live_ones_renewed(session: Se
     session.commit()
 
     later = FRIDAY_NOON + LEASE + timedelta(seconds=1)
-    done = housekeeping.one_round(session, "alive", later - timedelta(seconds=2))
+    carried = {mine.id}
+    done = housekeeping.one_round(session, "alive", later - timedelta(seconds=2), carried)
     assert (done.renewed, done.released) == (1, 0)
-    done = housekeeping.one_round(session, "alive", later)
+    done = housekeeping.one_round(session, "alive", later, carried)
     assert (done.renewed, done.released) == (1, 2)
     for request in (dialing, talking, mine):
         session.refresh(request)
@@ -369,6 +370,52 @@ def test_claims_whose_worker_died_are_released_and_live_ones_renewed(session: Se
         "failed",
         "worker dead stopped during the call",
     )
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_claim_its_live_worker_does_not_carry_is_released_when_its_lease_runs_out(
+    session: Session,
+) -> None:
+    # The claim was committed, but its answer never reached the worker: no call carries it.
+    lost = ask(session, PHONES[0], at=FRIDAY_NOON - timedelta(seconds=2))
+    assert claim_next(session, "alive", FRIDAY_NOON) is not None
+
+    later = FRIDAY_NOON + LEASE + timedelta(seconds=1)
+    carried: tuple[str, ...] = ()
+    done = housekeeping.one_round(session, "alive", later - timedelta(seconds=2), carried)
+    assert (done.renewed, done.released) == (0, 0), "not renewed, not yet stale"
+    done = housekeeping.one_round(session, "alive", later, carried)
+    assert done.released == 1
+    session.refresh(lost)
+    assert (lost.status, lost.claimed_by) == (RequestStatus.RETRY_WAIT, None)
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_worker_just_started_leaves_its_own_old_claims_for_it_to_adopt(
+    session: Session,
+) -> None:
+    mine, theirs = (
+        ask(session, PHONES[n], at=FRIDAY_NOON - timedelta(seconds=3 - n)) for n in (0, 1)
+    )
+    session.add(
+        AgentAssignment(
+            subscriber_id=mine.subscriber_id,
+            agent=add_agent(session, "cleo", contact="sip:cleo@127.0.0.1:5999").agent,
+        )
+    )
+    session.commit()
+    assert claim_next(session, "node-1", FRIDAY_NOON) is not None
+    assert claim_next(session, "node-2", FRIDAY_NOON) is not None
+
+    later = FRIDAY_NOON + LEASE + timedelta(minutes=5)
+    done = housekeeping.one_round(session, "node-1", later, adopted=False)
+    assert done.released == 1, "node-2's stale claim is released"
+    for request in (mine, theirs):
+        session.refresh(request)
+    assert (mine.status, mine.claimed_by) == (RequestStatus.DIALING_AGENT, "node-1")
+    assert theirs.status == RequestStatus.RETRY_WAIT
+    done = housekeeping.one_round(session, "node-1", later, adopted=True)
+    assert done.released == 1, "once it has adopted what it could, the rest is released"
 
 
 @pytest.mark.usefixtures("shop")
@@ -474,7 +521,7 @@ def test_two_workers_never_exceed_the_active_agents(
         # Three: on PostgreSQL, A locks the first two it looks at, and B takes the third.
         for n in range(3):
             ask(setup, PHONES[n], at=FRIDAY_NOON + timedelta(seconds=n))
-    first_look = claims._active_agents
+    first_look = claims.active_agents
     racing = {"done": False}
 
     def another_worker_claims_meanwhile(session: Session, subscriber_id: int) -> claims.Agents:
@@ -484,7 +531,7 @@ def test_two_workers_never_exceed_the_active_agents(
                 assert claim_next(other, "B", FRIDAY_NOON + timedelta(seconds=2)) is not None
         return first_look(session, subscriber_id)
 
-    monkeypatch.setattr(claims, "_active_agents", another_worker_claims_meanwhile)
+    monkeypatch.setattr(claims, "active_agents", another_worker_claims_meanwhile)
     with sessions() as worker_a:
         assert claim_next(worker_a, "A", FRIDAY_NOON + timedelta(seconds=2)) is None, (
             "anna is on B's call: A must not dial the second request"
