@@ -30,6 +30,7 @@ from cbserver.demo_gateway import DemoGateway
 from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours, week_from_text, week_to_text
 from cbserver.models import Agent, CallOrder, Subscriber
+from cbserver.nodes import WorkerNameTaken
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
 from cbserver.worker import Worker, WorkerThread
@@ -806,14 +807,7 @@ def run(obj: Context, demo: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker = WorkerThread(
-        Worker(
-            _ari_config(obj),
-            sessions,
-            call_settings=call_settings(obj.settings),
-            retention=timedelta(days=obj.settings.retention_days),
-        )
-    )
+    worker = WorkerThread(_worker(obj, sessions))
     web = WebServer(
         create_app(settings=obj.settings, engine=obj.engine, wake_worker=worker.wake),
         obj.settings.web_host,
@@ -844,6 +838,8 @@ def run(obj: Context, demo: bool) -> None:
         while not stop_requested.wait(1.0):
             if obj.instance.pid() is None:
                 _fail("Asterisk stopped unexpectedly.\n" + obj.instance.log_tail())
+            if worker.failure is not None:
+                _fail(worker.failure)
     finally:
         web.stop()
         worker.stop()
@@ -855,12 +851,36 @@ def run(obj: Context, demo: bool) -> None:
 
 
 def _ari_config(obj: Context) -> AriConfig:
+    settings = obj.settings
+    if settings.uses_remote_ari:
+        # An Asterisk of someone else's: its own ari.conf user; the instance is not touched.
+        return AriConfig(
+            base_url=settings.ari_url,
+            username=settings.ari_username,
+            password=settings.ari_password,
+            app=settings.ari_app,
+        )
     keys = obj.instance.secrets().ari
     return AriConfig(
         base_url=obj.instance.ari_url,
         username=keys.username,
         password=keys.password,
-        app=obj.settings.ari_app,
+        app=settings.ari_app,
+    )
+
+
+def _worker(obj: Context, sessions: sessionmaker[Session], wake_port: int | None = None) -> Worker:
+    """The worker the settings describe, for ``cbserver run`` and ``cbserver worker``."""
+    settings = obj.settings
+    return Worker(
+        _ari_config(obj),
+        sessions,
+        name=settings.effective_worker_name,
+        call_settings=call_settings(settings),
+        wake_port=wake_port,
+        retention=timedelta(days=settings.retention_days),
+        max_calls=settings.worker_max_calls,
+        lease=timedelta(seconds=settings.worker_lease_seconds),
     )
 
 
@@ -880,15 +900,12 @@ def worker_command(obj: Context) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await Worker(
-            _ari_config(obj),
-            sessions,
-            call_settings=call_settings(obj.settings),
-            wake_port=obj.settings.worker_wake_port,
-            retention=timedelta(days=obj.settings.retention_days),
-        ).run(stop)
+        await _worker(obj, sessions, wake_port=obj.settings.worker_wake_port).run(stop)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except WorkerNameTaken as exc:
+        _fail(str(exc))
 
 
 @main.command()

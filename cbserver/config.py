@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -25,6 +28,8 @@ RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+unix://", "r
 COOKIE_SAMESITE = ("Lax", "Strict", "None")
 # Any of these (or nothing) lifts a rate limit; the environment cannot say "" (unset).
 NO_LIMIT = ("", "off", "none", "no")
+# A worker's name is stored with each call it claims (a column of 64 characters).
+WORKER_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class ConfigError(ValueError):
@@ -68,6 +73,23 @@ class Settings:
     media_address: str = ""
 
     ari_app: str = "cbserver"
+    # An Asterisk cbserver does not run itself, e.g. on another host: its ARI base URL
+    # ("http://10.0.0.5:8088/ari") and an ari.conf user of it. Empty: the instance's own ARI,
+    # with the credentials generated for it.
+    ari_url: str = ""
+    ari_username: str = ""
+    ari_password: str = ""
+
+    # The worker, one per Asterisk, several sharing one PostgreSQL. Its name is kept with the
+    # calls it claims, so a restarted worker carries on with its own: keep it stable. Empty:
+    # the host's name (two workers on one host need names of their own).
+    worker_name: str = ""
+    # Calls one worker (so its Asterisk) carries at once; it claims no more than that.
+    worker_max_calls: int = 50
+    # A claim lapses unless renewed within this; another worker then takes over the request of
+    # one that died.
+    worker_lease_seconds: float = 120.0
+
     # The call: how long an agent's phone rings before the next agent is tried, how long the
     # visitor's rings, and how long an agent has to press 1 after answering.
     agent_ring_seconds: int = 30
@@ -145,6 +167,14 @@ class Settings:
     @property
     def trusted_proxy_network_list(self) -> list[str]:
         return networks(f"{ENV_PREFIX}TRUSTED_PROXY_NETWORKS", self.trusted_proxy_networks)
+
+    @property
+    def effective_worker_name(self) -> str:
+        return self.worker_name or socket.gethostname()[:64]
+
+    @property
+    def uses_remote_ari(self) -> bool:
+        return bool(self.ari_url)
 
     @property
     def effective_media_address(self) -> str:
@@ -225,7 +255,43 @@ class Settings:
         if self.asterisk_start_timeout <= 0:
             raise ConfigError(f"{ENV_PREFIX}ASTERISK_START_TIMEOUT must be positive")
         networks(f"{ENV_PREFIX}AGENT_NETWORKS", self.agent_networks)
+        self._validate_worker_settings()
         self._validate_abuse_settings()
+
+    def _validate_worker_settings(self) -> None:
+        if self.worker_name and not WORKER_NAME.fullmatch(self.worker_name):
+            raise ConfigError(
+                f"{ENV_PREFIX}WORKER_NAME={self.worker_name!r} must be at most 64 letters, "
+                "digits and . _ : -"
+            )
+        if not 1 <= self.worker_max_calls <= 2000:
+            raise ConfigError(
+                f"{ENV_PREFIX}WORKER_MAX_CALLS={self.worker_max_calls} must be 1 to 2000 calls"
+            )
+        if not 2 <= self.worker_lease_seconds <= 3600:
+            raise ConfigError(
+                f"{ENV_PREFIX}WORKER_LEASE_SECONDS={self.worker_lease_seconds:g} must be 2 to "
+                "3600 seconds"
+            )
+        if not self.ari_url:
+            return
+        if not _is_http_url(self.ari_url):
+            raise ConfigError(
+                f"{ENV_PREFIX}ARI_URL={self.ari_url!r} is not an ARI URL like "
+                "http://10.0.0.5:8088/ari"
+            )
+        if urlsplit(self.ari_url).username is not None:
+            # It would be shown wherever the URL is (doctor, logs): the password has its own.
+            raise ConfigError(
+                f"{ENV_PREFIX}ARI_URL must not carry a user or password: set "
+                f"{ENV_PREFIX}ARI_USERNAME and {ENV_PREFIX}ARI_PASSWORD"
+            )
+        for name in ("ari_username", "ari_password"):
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()} is needed with {ENV_PREFIX}ARI_URL "
+                    "(a user of that Asterisk's ari.conf)"
+                )
 
     def _validate_abuse_settings(self) -> None:
         for name in RATE_LIMITS:
@@ -273,6 +339,16 @@ def networks(name: str, text: str) -> list[str]:
         except ValueError as exc:
             raise ConfigError(f"{name}: {part!r} is not a network like 192.0.2.0/24") from exc
     return found
+
+
+def _is_http_url(text: str) -> bool:
+    """An http(s) URL with a host, and with a port that is one when it names one."""
+    try:
+        url = urlsplit(text)
+        # Reading the port raises ValueError for one out of range.
+        return url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        return False
 
 
 def _convert(name: str, raw: Any, kind: Any) -> Any:

@@ -217,46 +217,82 @@ def _never_started(instance: AsteriskInstance, check: str) -> Finding:
 def check_ari(
     settings: Settings, instance: AsteriskInstance, within: float = TIMEOUT
 ) -> list[Finding]:
-    """ARI answers and takes the instance's credentials; a worker has registered its app."""
-    keys = _keys(instance)
-    if keys is None:
-        return [_never_started(instance, "ARI")]
-    ari, _ami = keys
-    url = instance.ari_url
+    """ARI answers and takes its credentials (those of CBSERVER_ARI_URL's Asterisk when it is
+    set, else the instance's); a worker has registered its app."""
+    remote = settings.uses_remote_ari
+    if remote:
+        url = settings.ari_url.rstrip("/")
+        ari = Credentials(settings.ari_username, settings.ari_password)
+        which = "CBSERVER_ARI_URL"
+    else:
+        keys = _keys(instance)
+        if keys is None:
+            return [_never_started(instance, "ARI")]
+        ari, _ami = keys
+        url = instance.ari_url
+        which = f"the Asterisk instance {instance.name!r}"
     auth = (ari.username, ari.password)
     try:
         response = httpx.get(f"{url}/asterisk/info", auth=auth, timeout=within)
     except httpx.TimeoutException:
-        return [_asterisk_down(instance, f"ARI at {url} did not answer within {within:g} s")]
+        found = f"ARI at {url} did not answer within {within:g} s"
+        return [_remote_down(found) if remote else _asterisk_down(instance, found)]
     except httpx.TransportError:
-        return [_asterisk_down(instance, f"nothing answers at {url}")]
+        found = f"nothing answers at {url}"
+        return [_remote_down(found) if remote else _asterisk_down(instance, found)]
     if response.status_code == httpx.codes.UNAUTHORIZED:
-        return [
-            Finding(
-                "ARI",
-                False,
-                f"ARI at {url} refused the user {ari.username}: the password in "
-                f"{_secrets_file(instance)} does not match Asterisk's ari.conf",
-                "Restart Asterisk so that it reads them again: `cbserver asterisk stop`, then "
-                "`cbserver asterisk start`",
-            )
-        ]
+        return [_refused(url, ari.username, instance, remote)]
     if not response.is_success:
         return [
             Finding(
                 "ARI",
                 False,
                 f"ARI at {url} answered {response.status_code} {response.reason_phrase}",
-                "See Asterisk's log (`cbserver asterisk cli`) for why",
+                "See that Asterisk's log for why"
+                if remote
+                else "See Asterisk's log (`cbserver asterisk cli`) for why",
             )
         ]
     try:
         version = str(response.json()["system"]["version"])
     except (ValueError, KeyError, TypeError):
         version = "of an unknown version"
-    findings = [Finding("ARI", True, f"{url} accepts the user {ari.username} (Asterisk {version})")]
+    findings = [
+        Finding(
+            "ARI", True, f"{url} ({which}) accepts the user {ari.username} (Asterisk {version})"
+        )
+    ]
     findings.append(_check_app(settings.ari_app, url, auth, within))
     return findings
+
+
+def _refused(url: str, username: str, instance: AsteriskInstance, remote: bool) -> Finding:
+    if remote:
+        return Finding(
+            "ARI",
+            False,
+            f"ARI at {url} refused the user {username}: CBSERVER_ARI_USERNAME and "
+            "CBSERVER_ARI_PASSWORD do not match that Asterisk's ari.conf",
+            "Set them to a user of its ari.conf (and reload its res_ari.so after changing it)",
+        )
+    return Finding(
+        "ARI",
+        False,
+        f"ARI at {url} refused the user {username}: the password in "
+        f"{_secrets_file(instance)} does not match Asterisk's ari.conf",
+        "Restart Asterisk so that it reads them again: `cbserver asterisk stop`, then "
+        "`cbserver asterisk start`",
+    )
+
+
+def _remote_down(found: str) -> Finding:
+    return Finding(
+        "ARI",
+        False,
+        f"{found} (CBSERVER_ARI_URL)",
+        "Check that Asterisk runs there, that its http.conf listens on an address this host "
+        "reaches, and that no firewall drops the port",
+    )
 
 
 def _asterisk_down(instance: AsteriskInstance, found: str) -> Finding:
@@ -314,7 +350,15 @@ async def _check_sip(
 ) -> list[Finding]:
     keys = _keys(instance)
     manager: Any = None
-    if keys is None:
+    if settings.uses_remote_ari:
+        # AMI is checked on cbserver's own instance only; no AMI user of another is known.
+        ami = Finding(
+            "AMI",
+            True,
+            f"not checked: the Asterisk at {settings.ari_url.rstrip('/')} (CBSERVER_ARI_URL) "
+            "is not cbserver's own",
+        )
+    elif keys is None:
         ami = Finding("AMI", False, "not checked: the instance's credentials are missing (see ARI)")
     else:
         ami, manager = await check_ami(
@@ -324,7 +368,7 @@ async def _check_sip(
         contacts = await _contacts(manager, within) if manager is not None else None
         trunk, phones = await asyncio.gather(
             _check_trunk(settings.effective_trunk_uri, contacts, within),
-            _check_agents(agents, contacts, within),
+            _check_agents(agents, contacts, within, ami_checked=not settings.uses_remote_ari),
         )
         return [ami, trunk, *phones]
     finally:
@@ -439,7 +483,11 @@ async def _check_trunk(uri: str, contacts: list[Contact] | None, within: float) 
 
 
 async def _check_agents(
-    agents: list[AgentPhone] | None, contacts: list[Contact] | None, within: float
+    agents: list[AgentPhone] | None,
+    contacts: list[Contact] | None,
+    within: float,
+    *,
+    ami_checked: bool = True,
 ) -> list[Finding]:
     if agents is None:
         return [
@@ -456,13 +504,19 @@ async def _check_agents(
                 "Add one with `cbserver agent add NAME`",
             )
         ]
-    return list(await asyncio.gather(*(_check_agent(a, contacts, within) for a in agents)))
+    return list(
+        await asyncio.gather(*(_check_agent(a, contacts, within, ami_checked) for a in agents))
+    )
 
 
-async def _check_agent(agent: AgentPhone, contacts: list[Contact] | None, within: float) -> Finding:
+async def _check_agent(
+    agent: AgentPhone, contacts: list[Contact] | None, within: float, ami_checked: bool = True
+) -> Finding:
     check = f"agent {agent.name}"
     if agent.contact is not None:
         uri = agent.contact
+    elif not ami_checked:
+        return Finding(check, True, "not checked: registrations are read over AMI (see AMI)")
     elif contacts is None:
         return Finding(
             check, False, "cannot tell whether the phone is registered: AMI did not answer"

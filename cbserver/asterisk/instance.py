@@ -29,7 +29,25 @@ from cbserver.asterisk.provision import (
 from cbserver.asterisk.runtime import Runtime, runtime_from_state
 from cbserver.config import Settings
 
-CONF_TEMPLATES = Path(__file__).resolve().parents[2] / "asterisk-conf"
+# Where a wheel puts asterisk-conf/ (setup.cfg's data_files), under its installation prefix.
+INSTALLED_TEMPLATES = Path("share", "cbserver", "asterisk-conf")
+
+
+def _conf_templates() -> Path:
+    """asterisk-conf/ at the top of a checkout (an editable install's too), else the wheel's
+    copy in <prefix>/share: the prefix is the nearest directory above the package that holds
+    one (a virtualenv or /usr/local: site-packages' grandparent; ``pip install --target``: the
+    target itself)."""
+    checkout = Path(__file__).resolve().parents[2] / "asterisk-conf"
+    if checkout.is_dir():
+        return checkout
+    for prefix in Path(__file__).resolve().parents[2:]:
+        if (prefix / INSTALLED_TEMPLATES).is_dir():
+            return prefix / INSTALLED_TEMPLATES
+    return checkout
+
+
+CONF_TEMPLATES = _conf_templates()
 KEY_MODULES = (
     "res_ari.so",
     "app_stasis.so",

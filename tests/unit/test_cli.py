@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
-from cbserver import admin_tokens, db
+from cbserver import admin_tokens, cli, db, nodes
+from cbserver.ari import AriConfig
+from cbserver.claims import LEASE
 from cbserver.cli import EXIT_NOT_RUNNING, main
-from cbserver.models import Agent
+from cbserver.models import Agent, WorkerNode
 from cbserver.subscribers import list_subscribers
 
 pytestmark = pytest.mark.usefixtures("no_outside_settings")
@@ -495,3 +504,145 @@ def test_a_bad_schedule_fails_saying_what_is_wrong(cbserver, args, message: str)
     assert message in result.output
     shown = json.loads(cbserver("subscriber", "schedule", "acme", "--json").stdout)
     assert (shown["hours"], shown["slot_minutes"]) == (None, 15), "nothing was changed"
+
+
+# --- the worker: its settings and its Asterisk ---------------------------------------------
+
+REMOTE_ARI = {
+    "CBSERVER_ARI_URL": "http://10.0.0.5:8088/ari",
+    "CBSERVER_ARI_USERNAME": "node-2",
+    "CBSERVER_ARI_PASSWORD": "remote-ari-secret",
+}
+NODE_SETTINGS = {
+    "CBSERVER_WORKER_NAME": "call-node-2",
+    "CBSERVER_WORKER_MAX_CALLS": "80",
+    "CBSERVER_WORKER_LEASE_SECONDS": "30",
+}
+
+
+class BuiltWorker:
+    """What ``cbserver.cli.Worker`` was built with; runs no call and returns at once."""
+
+    def __init__(self, ari_config: AriConfig, sessions: Any, **options: Any) -> None:
+        self.ari_config = ari_config
+        self.options = options
+
+    async def run(self, stop: asyncio.Event) -> None:
+        return None
+
+
+@pytest.fixture
+def built_workers(monkeypatch: pytest.MonkeyPatch) -> list[BuiltWorker]:
+    built: list[BuiltWorker] = []
+
+    def build(ari_config: AriConfig, sessions: Any, **options: Any) -> BuiltWorker:
+        built.append(BuiltWorker(ari_config, sessions, **options))
+        return built[-1]
+
+    monkeypatch.setattr(cli, "Worker", build)
+    return built
+
+
+def instance_secrets(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "asterisk" / "default" / "secrets.json"
+
+
+def test_a_worker_on_another_hosts_asterisk_uses_its_ari_and_no_instance(
+    cbserver, built_workers: list[BuiltWorker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**REMOTE_ARI, **NODE_SETTINGS}.items():
+        monkeypatch.setenv(name, value)
+
+    result = cbserver("worker")
+
+    assert result.exit_code == 0, result.output
+    [worker] = built_workers
+    assert worker.ari_config == AriConfig(
+        base_url="http://10.0.0.5:8088/ari",
+        username="node-2",
+        password="remote-ari-secret",
+        app="cbserver",
+    )
+    assert worker.options["name"] == "call-node-2"
+    assert worker.options["max_calls"] == 80
+    assert worker.options["lease"] == timedelta(seconds=30)
+    assert worker.options["wake_port"] == 8281
+    assert not instance_secrets(tmp_path).exists(), "no managed Asterisk was needed"
+
+
+def test_a_worker_uses_its_own_instances_ari_by_default(
+    cbserver, built_workers: list[BuiltWorker], tmp_path: Path
+) -> None:
+    result = cbserver("worker")
+
+    assert result.exit_code == 0, result.output
+    [worker] = built_workers
+    keys = json.loads(instance_secrets(tmp_path).read_text())["ari"]
+    assert worker.ari_config == AriConfig(
+        base_url="http://127.0.0.1:8288/ari",
+        username=keys["username"],
+        password=keys["password"],
+        app="cbserver",
+    )
+    assert worker.options["name"] == socket.gethostname()
+    assert worker.options["max_calls"] == 50
+    assert worker.options["lease"] == timedelta(seconds=120)
+
+
+class WorkerBuilt(Exception):
+    """Ends ``cbserver run`` once it has built its worker, before it starts anything."""
+
+
+def test_cbserver_run_builds_its_worker_from_the_same_settings(
+    cbserver, built_workers: list[BuiltWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**REMOTE_ARI, **NODE_SETTINGS}.items():
+        monkeypatch.setenv(name, value)
+    # run's SIGTERM and SIGINT handlers must not outlive the test.
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+
+    def stop_here(worker: BuiltWorker) -> None:
+        raise WorkerBuilt
+
+    monkeypatch.setattr(cli, "WorkerThread", stop_here)
+
+    with pytest.raises(WorkerBuilt):
+        cbserver("run")
+
+    [worker] = built_workers
+    assert worker.ari_config.base_url == "http://10.0.0.5:8088/ari"
+    assert (worker.ari_config.username, worker.ari_config.password) == (
+        "node-2",
+        "remote-ari-secret",
+    )
+    assert worker.options["name"] == "call-node-2"
+    assert worker.options["max_calls"] == 80
+    assert worker.options["lease"] == timedelta(seconds=30)
+
+
+def test_a_second_worker_under_a_live_workers_name_refuses_to_start(
+    cbserver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cbserver("db", "upgrade").exit_code == 0
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cb.sqlite3'}")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        try:
+            with db.make_session_factory(engine)() as session:
+                nodes.register(session, "call-node-2", "the first", datetime.now(UTC), LEASE)
+                session.get_one(WorkerNode, "call-node-2").pid = running.pid
+                session.commit()
+            monkeypatch.setenv("CBSERVER_WORKER_NAME", "call-node-2")
+            monkeypatch.setenv("CBSERVER_ARI_URL", "http://127.0.0.1:9/ari")
+            monkeypatch.setenv("CBSERVER_ARI_USERNAME", "unused")
+            monkeypatch.setenv("CBSERVER_ARI_PASSWORD", "unused")
+
+            result = cbserver("worker")
+        finally:
+            running.kill()
+    engine.dispose()
+
+    assert result.exit_code == 1
+    assert f"worker call-node-2 is already running on {socket.gethostname()} (pid " in (
+        result.output
+    )
+    assert "give each worker its own name (CBSERVER_WORKER_NAME)" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,118 @@ def test_ring_and_accept_times_reach_the_call_flow() -> None:
 def test_a_ring_time_outside_one_to_600_seconds_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match=f"CBSERVER_AGENT_RING_SECONDS={value} must be 1 to 600"):
         Settings.load(environ={"CBSERVER_AGENT_RING_SECONDS": value})
+
+
+# --- the worker and its Asterisk -----------------------------------------------------------
+
+REMOTE_ARI = {
+    "CBSERVER_ARI_URL": "http://10.0.0.5:8088/ari",
+    "CBSERVER_ARI_USERNAME": "cbserver",
+    "CBSERVER_ARI_PASSWORD": "ari-secret",
+}
+
+
+def test_a_worker_is_named_after_its_host_and_carries_fifty_calls_by_default() -> None:
+    settings = Settings.load(environ={})
+
+    assert settings.worker_name == ""
+    assert settings.effective_worker_name == socket.gethostname()
+    assert settings.worker_max_calls == 50
+    assert settings.worker_lease_seconds == 120.0
+
+
+def test_worker_settings_are_read_from_the_environment() -> None:
+    settings = Settings.load(
+        environ={
+            "CBSERVER_WORKER_NAME": "call-node_2.example.com:b",
+            "CBSERVER_WORKER_MAX_CALLS": "2000",
+            "CBSERVER_WORKER_LEASE_SECONDS": "2.5",
+        }
+    )
+
+    assert settings.effective_worker_name == "call-node_2.example.com:b"
+    assert settings.worker_max_calls == 2000
+    assert settings.worker_lease_seconds == 2.5
+
+
+def test_a_worker_name_of_64_characters_is_taken() -> None:
+    name = "n" * 64
+
+    assert Settings.load(environ={"CBSERVER_WORKER_NAME": name}).effective_worker_name == name
+
+
+@pytest.mark.parametrize("name", ["n" * 65, "node 2", "node/2", "nöde"])
+def test_a_worker_name_that_does_not_fit_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={"CBSERVER_WORKER_NAME": name})
+
+    assert str(caught.value) == (
+        f"CBSERVER_WORKER_NAME={name!r} must be at most 64 letters, digits and . _ : -"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "2001"])
+def test_a_worker_max_calls_outside_one_to_2000_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={"CBSERVER_WORKER_MAX_CALLS": value})
+
+    assert str(caught.value) == f"CBSERVER_WORKER_MAX_CALLS={value} must be 1 to 2000 calls"
+
+
+@pytest.mark.parametrize("value", ["1.5", "3601"])
+def test_a_lease_outside_two_to_3600_seconds_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={"CBSERVER_WORKER_LEASE_SECONDS": value})
+
+    assert str(caught.value) == (f"CBSERVER_WORKER_LEASE_SECONDS={value} must be 2 to 3600 seconds")
+
+
+def test_the_managed_asterisk_is_used_until_an_ari_url_is_set() -> None:
+    managed = Settings.load(environ={})
+    remote = Settings.load(environ=REMOTE_ARI)
+
+    assert (managed.ari_url, managed.uses_remote_ari) == ("", False)
+    assert remote.uses_remote_ari
+    assert (remote.ari_url, remote.ari_username, remote.ari_password) == (
+        "http://10.0.0.5:8088/ari",
+        "cbserver",
+        "ari-secret",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["10.0.0.5:8088/ari", "ws://10.0.0.5:8088/ari", "http:///ari", "http://10.0.0.5:99999/ari"],
+)
+def test_an_ari_url_that_is_no_http_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={**REMOTE_ARI, "CBSERVER_ARI_URL": url})
+
+    assert str(caught.value) == (
+        f"CBSERVER_ARI_URL={url!r} is not an ARI URL like http://10.0.0.5:8088/ari"
+    )
+
+
+@pytest.mark.parametrize("missing", ["CBSERVER_ARI_USERNAME", "CBSERVER_ARI_PASSWORD"])
+def test_an_ari_url_needs_a_username_and_a_password(missing: str) -> None:
+    environ = {name: value for name, value in REMOTE_ARI.items() if name != missing}
+
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ=environ)
+
+    assert str(caught.value) == (
+        f"{missing} is needed with CBSERVER_ARI_URL (a user of that Asterisk's ari.conf)"
+    )
+
+
+def test_an_ari_url_carrying_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(
+            environ={**REMOTE_ARI, "CBSERVER_ARI_URL": "http://cb:hunter2@10.0.0.5:8088/ari"}
+        )
+
+    assert "hunter2" not in str(caught.value)
+    assert str(caught.value) == (
+        "CBSERVER_ARI_URL must not carry a user or password: set CBSERVER_ARI_USERNAME and "
+        "CBSERVER_ARI_PASSWORD"
+    )

@@ -4,12 +4,14 @@ AMI against a small fake manager, and the command's lines, JSON and exit status.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -417,3 +419,146 @@ def test_doctor_with_stopped_asterisk_names_it_and_prints_no_password(
         f"nothing answers at 127.0.0.1:{environ['CBSERVER_AMI_PORT']} (AMI)"
     )
     assert checks["trunk"]["ok"] is False
+
+
+# --- which ARI doctor checks -----------------------------------------------------------------
+
+
+class FakeAri:
+    """Asterisk's ARI as doctor asks it: /asterisk/info and /applications, behind one user."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.credentials = f"{username}:{password}"
+        self.users_seen: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                sent = self.headers.get("Authorization", "").removeprefix("Basic ")
+                given = base64.b64decode(sent).decode()
+                fake.users_seen.append(given.split(":", 1)[0])
+                if given != fake.credentials:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                if self.path == "/ari/asterisk/info":
+                    body: object = {"system": {"version": "22.1.0"}}
+                else:
+                    body = [{"name": "cbserver"}] if self.path == "/ari/applications" else {}
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(body).encode())
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/ari"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def remote_ari() -> Iterator[FakeAri]:
+    fake = FakeAri("node-2", "remote-ari-secret")
+    yield fake
+    fake.close()
+
+
+def remote_environ(environ: dict[str, str], ari: FakeAri, password: str) -> dict[str, str]:
+    """The installation, with its worker on the Asterisk behind ``ari`` (not the instance)."""
+    engine = db.make_engine(environ["CBSERVER_DATABASE_URL"])
+    try:
+        with db.make_session_factory(engine)() as session:
+            agents_service.add_agent(session, "bob")
+    finally:
+        engine.dispose()
+    return {
+        **environ,
+        "CBSERVER_ARI_URL": f"{ari.url}/",
+        "CBSERVER_ARI_USERNAME": "node-2",
+        "CBSERVER_ARI_PASSWORD": password,
+    }
+
+
+def test_doctor_checks_the_remote_ari_and_not_the_instance(
+    environ: dict[str, str], remote_ari: FakeAri, tmp_path: Path
+) -> None:
+    result = run_doctor(remote_environ(environ, remote_ari, "remote-ari-secret"))
+
+    lines = result.stdout.splitlines()
+    assert lines[2] == (
+        f"ok       ARI: {remote_ari.url} (CBSERVER_ARI_URL) accepts the user node-2 "
+        "(Asterisk 22.1.0)"
+    )
+    assert lines[3] == "ok       worker: a worker is connected (Stasis app 'cbserver')"
+    assert lines[4] == (
+        f"ok       AMI: not checked: the Asterisk at {remote_ari.url} (CBSERVER_ARI_URL) is "
+        "not cbserver's own"
+    )
+    assert lines[5].startswith("PROBLEM  trunk: ")
+    assert lines[6] == (
+        "ok       agent bob: not checked: registrations are read over AMI (see AMI)"
+    )
+    assert set(remote_ari.users_seen) == {"node-2"}
+    assert not (tmp_path / "state" / "asterisk").exists(), "no instance was looked for"
+
+
+def test_a_remote_ari_refusing_the_password_names_the_settings_not_the_password(
+    environ: dict[str, str], remote_ari: FakeAri
+) -> None:
+    result = run_doctor(remote_environ(environ, remote_ari, "stale-password"))
+
+    assert result.exit_code == 1
+    ari = next(line for line in result.stdout.splitlines() if " ARI: " in line)
+    assert ari == (
+        f"PROBLEM  ARI: ARI at {remote_ari.url} refused the user node-2: CBSERVER_ARI_USERNAME "
+        "and CBSERVER_ARI_PASSWORD do not match that Asterisk's ari.conf. Set them to a user of "
+        "its ari.conf (and reload its res_ari.so after changing it)"
+    )
+    assert "stale-password" not in result.output
+
+
+def test_a_remote_ari_that_does_not_answer_is_named(environ: dict[str, str]) -> None:
+    [port] = free_ports(1, socket.SOCK_STREAM)
+    url = f"http://127.0.0.1:{port}/ari"
+
+    result = run_doctor(
+        {
+            **environ,
+            "CBSERVER_ARI_URL": url,
+            "CBSERVER_ARI_USERNAME": "node-2",
+            "CBSERVER_ARI_PASSWORD": "pw",
+        }
+    )
+
+    ari = next(line for line in result.stdout.splitlines() if " ARI: " in line)
+    assert ari.startswith(f"PROBLEM  ARI: nothing answers at {url} (CBSERVER_ARI_URL). Check ")
+
+
+def test_doctor_says_it_checked_the_instances_ari(environ: dict[str, str], tmp_path: Path) -> None:
+    instance = tmp_path / "state" / "asterisk" / "default"
+    instance.mkdir(parents=True)
+    keys = {
+        "ari": {"username": "ari-user", "password": "ari-secret-value"},
+        "ami": {"username": "ami-user", "password": "ami-secret-value"},
+    }
+    (instance / "secrets.json").write_text(json.dumps(keys))
+    managed = FakeAri("ari-user", "ari-secret-value")
+    try:
+        result = run_doctor({**environ, "CBSERVER_HTTP_PORT": str(managed.port)})
+    finally:
+        managed.close()
+
+    ari = next(line for line in result.stdout.splitlines() if " ARI: " in line)
+    assert ari == (
+        f"ok       ARI: {managed.url} (the Asterisk instance 'default') accepts the user "
+        "ari-user (Asterisk 22.1.0)"
+    )
