@@ -1,4 +1,5 @@
-"""What the e2e tests share: deadlines instead of sleeps, free ports, an ARI event recorder."""
+"""What the e2e tests share: deadlines instead of sleeps, free ports, an ARI event recorder,
+the calls a sipp peer received, and the requests as the database holds them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import inspect
 import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
 from cbserver.ari import AriClient, Event, StreamConnected, StreamDisconnected
+from cbserver.models import CallbackRequest
+from cbserver.sipp import SipMessage, SippPeer
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 E = TypeVar("E", bound=Event)
@@ -119,3 +126,30 @@ def shown_status(page_html: str) -> str:
     found = re.search(r'data-field="status_text">([^<]*)<', page_html)
     assert found is not None, page_html
     return html.unescape(found.group(1))
+
+
+def dials(peer: SippPeer) -> list[SipMessage]:
+    """The INVITEs a peer received, one per call (a retransmission is the same call)."""
+    calls: dict[str | None, SipMessage] = {}
+    for invite in peer.received("INVITE"):
+        calls.setdefault(invite.header("Call-ID"), invite)
+    return list(calls.values())
+
+
+def dialled_number(invite: SipMessage) -> str:
+    return invite.request_uri.removeprefix("sip:").split("@", 1)[0]
+
+
+def requests_by_phone(sessions: sessionmaker[Session]) -> dict[str, CallbackRequest]:
+    """Every request by its visitor's number, with its attempts and history loaded."""
+    with sessions() as session:
+        found = session.scalars(
+            select(CallbackRequest).options(
+                selectinload(CallbackRequest.attempts), selectinload(CallbackRequest.events)
+            )
+        ).all()
+        return {request.visitor_phone: request for request in found}
+
+
+def statuses(sessions: sessionmaker[Session]) -> Counter[str]:
+    return Counter(r.status for r in requests_by_phone(sessions).values())

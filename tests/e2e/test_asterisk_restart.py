@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents as agents_service
@@ -26,12 +26,19 @@ from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.callflow import CallSettings
 from cbserver.claims import IN_CALL
 from cbserver.config import Settings
-from cbserver.models import Agent, AgentAssignment, CallbackRequest, Subscriber
-from cbserver.sipp import SipMessage, SippPeer
+from cbserver.models import Agent, AgentAssignment, Subscriber
+from cbserver.sipp import SippPeer
 from cbserver.web import create_app
 from cbserver.worker import Worker
 from tests.e2e.conftest import instance_environ
-from tests.e2e.harness import free_ports, until
+from tests.e2e.harness import (
+    dialled_number,
+    dials,
+    free_ports,
+    requests_by_phone,
+    statuses,
+    until,
+)
 
 APP = "cbserver-restart-e2e"
 BUSINESS = "+12015550100"
@@ -88,30 +95,6 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installat
     yield installation
     installation.instance.stop()
     engine.dispose()
-
-
-def requests_by_phone(sessions: sessionmaker[Session]) -> dict[str, CallbackRequest]:
-    with sessions() as session:
-        found = session.scalars(select(CallbackRequest)).all()
-        for request in found:
-            _ = request.attempts  # loaded while the session is open
-        return {request.visitor_phone: request for request in found}
-
-
-def statuses(sessions: sessionmaker[Session]) -> Counter[str]:
-    return Counter(r.status for r in requests_by_phone(sessions).values())
-
-
-def dials(peer: SippPeer) -> list[SipMessage]:
-    """The INVITEs a peer received, one per call (a retransmission is the same call)."""
-    calls: dict[str | None, SipMessage] = {}
-    for invite in peer.received("INVITE"):
-        calls.setdefault(invite.header("Call-ID"), invite)
-    return list(calls.values())
-
-
-def dialled_number(invite: SipMessage) -> str:
-    return invite.request_uri.removeprefix("sip:").split("@", 1)[0]
 
 
 async def test_asterisk_stopped_mid_run_the_worker_resumes_within_5_s_and_all_complete(
