@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from cbserver.ari import AriClient, AriNotFound, Bridge, Channel
@@ -28,8 +29,10 @@ class Owned:
     status: RequestStatus
     agent_channel: str | None
     visitor_channel: str | None
-    # The agents not rung yet in this attempt, in order.
-    agents_left: Agents
+    # The agent the attempt was ringing (or had rung) when the worker stopped, if any.
+    agent_rung: tuple[int, str] | None
+    # The agents after that one, in order.
+    agents_after: Agents
 
 
 @dataclass
@@ -46,17 +49,27 @@ class OnAsterisk:
         return self.bridges.get(bridge_name(request_id))
 
 
-def owned_calls(session: Session, worker: str, carried: Collection[str]) -> list[Owned]:
-    """The requests ``worker`` owns in a call that it does not carry (``carried``: request ids)."""
-    requests = session.scalars(
-        select(CallbackRequest)
-        .where(CallbackRequest.claimed_by == worker, CallbackRequest.status.in_(IN_CALL))
-        .order_by(CallbackRequest.id)
-    ).all()
+def owned_calls(
+    session: Session, worker: str, carried: Collection[str], now: datetime, lease: timedelta
+) -> list[Owned]:
+    """The requests ``worker`` owns in a call that it does not carry (``carried``: request ids),
+    their leases renewed first: from here on no other worker's housekeeping releases them.
+    Committed."""
+    mine = and_(
+        CallbackRequest.claimed_by == worker,
+        CallbackRequest.status.in_(IN_CALL),
+        CallbackRequest.id.not_in(list(carried)),
+    )
+    session.execute(
+        update(CallbackRequest)
+        .where(mine)
+        .values(lease_until=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    requests = session.scalars(select(CallbackRequest).where(mine).order_by(CallbackRequest.id))
     owned: list[Owned] = []
-    for request in requests:
-        if request.id in carried:
-            continue
+    for request in requests.all():
         attempt = _open_attempt(request)
         agents = active_agents(session, request.subscriber_id)
         visitor_first = request.subscriber.call_order == CallOrder.VISITOR_FIRST
@@ -79,9 +92,11 @@ def owned_calls(session: Session, worker: str, carried: Collection[str]) -> list
                 status=RequestStatus(request.status),
                 agent_channel=attempt.agent_channel_id,
                 visitor_channel=attempt.visitor_channel_id,
-                agents_left=agents[rung[0] + 1 :] if rung else agents,
+                agent_rung=agents[rung[0]] if rung else None,
+                agents_after=agents[rung[0] + 1 :] if rung else agents,
             )
         )
+    session.commit()
     return owned
 
 

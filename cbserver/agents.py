@@ -14,7 +14,8 @@ from cbserver.errors import FieldError
 from cbserver.models import Agent
 
 DTMF_MODES = ("rfc4733", "info", "inband", "auto", "auto_info")
-RESERVED_NAMES = frozenset({"trunk", "anonymous", "cbserver"})
+# "visitor" names the visitor's leg in a call-back's channel ids (claims.channel_id).
+RESERVED_NAMES = frozenset({"trunk", "anonymous", "cbserver", "visitor"})
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 # A plain sip: URI: no parameters, headers or spaces, which would reach PJSIP's config as is.
 _CONTACT = re.compile(

@@ -32,6 +32,8 @@ SHUTDOWN_HANGUP = 4
 # Asterisk waits up to 15 s for its channels to go, then closes; a connection still up long
 # after that means the shutdown was called off.
 SHUTDOWN_GRACE = 30.0
+# The longest pause between tries at adopting while the database or Asterisk cannot be asked.
+ADOPT_RETRY_MAX = 5.0
 
 
 def announces_shutdown(event: Event) -> bool:
@@ -53,13 +55,15 @@ class StasisApp:
         # Set while no call is live: what a stopping worker waits for.
         self.idle = asyncio.Event()
         self.idle.set()
+        self._adopting: asyncio.Task[None] | None = None
 
-    def add(self, call: AgentFirstCall) -> None:
+    def add(self, call: AgentFirstCall, first: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Route ``call``'s events to it from now on; ``first`` runs before any of them."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self.calls[call.request_id] = call
         self.idle.clear()
         self._queues[call.request_id] = queue
-        self._consumers[call.request_id] = asyncio.create_task(self._consume(call, queue))
+        self._consumers[call.request_id] = asyncio.create_task(self._consume(call, queue, first))
 
     def remove(self, call: AgentFirstCall) -> None:
         self.calls.pop(call.request_id, None)
@@ -70,7 +74,14 @@ class StasisApp:
         if consumer is not None and consumer is not asyncio.current_task():
             consumer.cancel()
 
-    async def _consume(self, call: AgentFirstCall, queue: asyncio.Queue[Event]) -> None:
+    async def _consume(
+        self,
+        call: AgentFirstCall,
+        queue: asyncio.Queue[Event],
+        first: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        if first is not None:
+            await first()
         while not call.finished:
             event = await queue.get()
             try:
@@ -98,12 +109,11 @@ class StasisApp:
                         self._connection += 1
                         if self.connected_before and not await self.reconcile():
                             break
-                        if self.adopt is not None and not await self.adopt():
-                            break
                         self.connected_before = True
-                        self.connected.set()
+                        self._adopt_then_claim()
                     elif isinstance(item, StreamDisconnected):
                         self._connection += 1
+                        self._stop_adopting()
                         self.connected.clear()
                     else:
                         if announces_shutdown(item) and self.connected.is_set():
@@ -115,8 +125,32 @@ class StasisApp:
                 else:
                     return
             # Asterisk stopped answering while we looked: a new connection, a new look.
+            self._stop_adopting()
             self.connected.clear()
             await asyncio.sleep(self.ari.config.reconnect_initial)
+
+    def _adopt_then_claim(self) -> None:
+        """Claiming waits for the adoption of calls owned but not carried; events keep being
+        routed meanwhile, and an adoption that could not ask is tried again, backing off."""
+        if self.adopt is None:
+            self.connected.set()
+            return
+        adopt = self.adopt
+
+        async def until_adopted() -> None:
+            wait = self.ari.config.reconnect_initial
+            while not await adopt():
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, ADOPT_RETRY_MAX)
+            self.connected.set()
+
+        self._stop_adopting()
+        self._adopting = asyncio.create_task(until_adopted())
+
+    def _stop_adopting(self) -> None:
+        if self._adopting is not None:
+            self._adopting.cancel()
+            self._adopting = None
 
     def _shutting_down(self) -> None:
         """Asterisk hangs up its channels to stop: a request claimed now would spend an attempt
@@ -164,6 +198,7 @@ class StasisApp:
         return True
 
     async def stop(self) -> None:
+        self._stop_adopting()
         for consumer in list(self._consumers.values()):
             consumer.cancel()
         await asyncio.gather(*self._consumers.values(), return_exceptions=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ParamSpec, TypeVar
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.adoption import OnAsterisk, Owned
@@ -86,6 +87,7 @@ def retry_or_give_up(
     outcome: str,
     now: datetime,
     chance: random.Random = _CHANCE,
+    only_if: ColumnElement[bool] | None = None,
 ) -> None:
     """After a failed attempt: the next one by the subscriber's rules, inside its opening
     hours and before the request's deadline; else failed (no attempts left) or expired."""
@@ -113,6 +115,7 @@ def retry_or_give_up(
             target,
             decision.reason,
             now=now,
+            only_if=only_if,
             claimed_by=None,
             lease_until=None,
         )
@@ -126,6 +129,7 @@ def retry_or_give_up(
         RequestStatus.RETRY_WAIT,
         reason,
         now=now,
+        only_if=only_if,
         due_at=decision.at,
         claimed_by=None,
         lease_until=None,
@@ -160,6 +164,7 @@ class AgentFirstCall:
         self.bridge_id: str | None = None
         self.accepted = False
         self.finished = False
+        self._visitor_taken_up = False
         self._accept_timer: asyncio.Task[None] | None = None
         self.agents = list(claim.agents)
         self.visitor_phone = claim.visitor_phone
@@ -313,18 +318,25 @@ class AgentFirstCall:
             return
         match event:
             case StasisStart(channel=channel) if channel.id == self.agent_channel:
-                await self._agent_answered()
+                if self.whisper_playback is None:  # else taken up already (see resume)
+                    await self._agent_answered()
             case ChannelDtmfReceived(channel=channel, digit=digit) if (
                 channel.id == self.agent_channel and not self.accepted
             ):
                 if digit == ACCEPT_DIGIT:
                     await self._agent_accepted()
             case StasisStart(channel=channel) if channel.id == self.visitor_channel:
-                await self._visitor_answered()
+                await self._take_up_visitor()
             case ChannelDestroyed(channel=channel, cause=cause, cause_txt=text) if (
                 channel.id in self.channels
             ):
                 await self._hung_up(channel.id, cause, text)
+
+    async def _take_up_visitor(self) -> None:
+        """The visitor answered: once, whether told by its StasisStart or found Up (resume)."""
+        if not self._visitor_taken_up:
+            self._visitor_taken_up = True
+            await self._visitor_answered()
 
     async def _agent_answered(self) -> None:
         answered_at = self.settings.clock.now()
@@ -450,27 +462,50 @@ class AgentFirstCall:
 
     # --- a call a previous life of this worker left on Asterisk (see adoption.py) ------------
 
-    async def resume(self, owned: Owned, found: OnAsterisk) -> None:
-        """Carry on a call this worker's previous life left on Asterisk: what still rings or
-        talks is taken up where it stands; what vanished meanwhile closes the attempt."""
+    def take_up(self, owned: Owned, found: OnAsterisk) -> None:
+        """Know the call's live channels and bridge before its first event is routed by them;
+        ``resume`` then carries it on."""
         agent = found.channel(owned.agent_channel)
         visitor = found.channel(owned.visitor_channel)
         bridge = found.bridge_of(self.request_id)
         self.agent_channel = agent.id if agent is not None else None
         self.visitor_channel = visitor.id if visitor is not None else None
         self.bridge_id = bridge.id if bridge is not None else None
-        self.agents = list(owned.agents_left)
+        self.agents = list(owned.agents_after)
+        if agent is None and owned.agent_rung is not None:
+            # Its channel is gone, or was never made: that agent is rung (again) first.
+            self.agents.insert(0, owned.agent_rung)
+
+    async def resume(self, owned: Owned, found: OnAsterisk) -> None:
+        """Carry on a call this worker's previous life left on Asterisk (after ``take_up``):
+        what still rings or talks is taken up where it stands; what vanished meanwhile closes
+        the attempt."""
+        agent = found.channel(owned.agent_channel)
+        visitor = found.channel(owned.visitor_channel)
+        bridge = found.bridge_of(self.request_id)
         log.info(
-            "request %s: adopted (%s; live: %s)",
+            "request %s: taken up (%s; live: %s)",
             self.request_id,
             owned.status,
             ", ".join(sorted(self.channels)) or "nothing",
         )
+        both_bridged = (
+            bridge is not None
+            and agent is not None
+            and visitor is not None
+            and {agent.id, visitor.id} <= set(bridge.channels)
+        )
+        if both_bridged:
+            # Talking, maybe since a moment before the stop that recorded it.
+            self.accepted = True
+            if owned.status != RequestStatus.CONNECTED:
+                await self._record(
+                    self._move, RequestStatus.CONNECTED, "the agent and the visitor are talking"
+                )
+            return
         if owned.status == RequestStatus.CONNECTED:
             self.accepted = True
-            if agent is None or visitor is None:
-                await self._end_while_away("the call ended while the worker was away")
-            # Else they still talk: the first hang-up ends the call as it always does.
+            await self._end_while_away("the call ended while the worker was away")
             return
         await self._resume_ringing(owned.status, agent, visitor)
 
@@ -482,8 +517,10 @@ class AgentFirstCall:
             if agent is None or visitor is None:
                 await self._end_while_away("a line ended while the worker was away")
             elif visitor.state == UP:
-                # Answered while nobody listened: its StasisStart is gone, the bridge is not.
-                await self._visitor_answered()
+                # Answered just before the stop, or after the worker was back but before it
+                # looked (its StasisStart, still on its way, is then ignored). Asterisk hangs
+                # up a phone answered in between: no app listened.
+                await self._take_up_visitor()
             return
         await self._resume_agent(agent)
 
@@ -567,7 +604,7 @@ class VisitorFirstCall(AgentFirstCall):
             await self._end_while_away("the visitor's line ended while the worker was away")
         elif status == RequestStatus.DIALING_VISITOR:
             if visitor.state == UP:
-                await self._visitor_answered()
+                await self._take_up_visitor()
         else:
             # The visitor holds, with music, while agents are rung.
             await self._resume_agent(agent)

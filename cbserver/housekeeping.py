@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select, union_all, update
+from sqlalchemy import and_, case, func, select, union_all, update
 from sqlalchemy.orm import Session
 
 from cbserver import audit
@@ -107,6 +107,8 @@ def release_stale_claims(session: Session, now: datetime, spare: str | None = No
     released = 0
     for request in stale:
         owner = request.claimed_by
+        # Checked again by the UPDATE itself: its worker may have renewed (adopted) it since.
+        still_stale = and_(CallbackRequest.lease_until < now, CallbackRequest.claimed_by == owner)
         for attempt in request.attempts:
             if attempt.ended_at is None:
                 attempt.ended_at = now
@@ -122,11 +124,12 @@ def release_stale_claims(session: Session, now: datetime, spare: str | None = No
                     RequestStatus.COMPLETED,
                     f"worker {owner} stopped while the call was connected",
                     now=now,
+                    only_if=still_stale,
                     claimed_by=None,
                     lease_until=None,
                 )
             else:
-                retry_or_give_up(session, request, "failed", now)
+                retry_or_give_up(session, request, "failed", now, only_if=still_stale)
         except StaleRequest:
             session.rollback()
             continue

@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -293,7 +294,11 @@ class WorkerNode(Base):
     # This process's own mark: a takeover of the name by another process is seen at once.
     instance: Mapped[str] = mapped_column(String(100))
     host: Mapped[str] = mapped_column(String(255))
+    # Which kernel boot and pid namespace ``pid`` belongs to: containers may share a host name.
+    machine: Mapped[str] = mapped_column(String(100))
     pid: Mapped[int] = mapped_column(Integer)
+    # The holder's own lease: it is silent once it has not been seen for that long.
+    lease_seconds: Mapped[float] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

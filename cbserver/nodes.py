@@ -3,7 +3,8 @@
 A worker restarted under its name (after a crash, a deploy) adopts the calls its previous life
 owned; a second live process under the same name would instead adopt, and hang up, calls that
 are not on its Asterisk. So a name is taken by registering it, and only from a process that is
-known to be gone: one on this host whose pid no longer runs, or one not seen for a lease.
+known to be gone: one on this machine whose pid no longer runs, or one not seen for its lease.
+The times are the workers' own clocks: hosts keep them in step (NTP).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from contextlib import suppress
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +32,17 @@ def this_instance() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[:100]
 
 
+def this_machine() -> str:
+    """The kernel boot and pid namespace this process's pid is valid in: two containers with
+    one host name (host networking) are two machines, a restarted host a new one."""
+    parts: list[str] = []
+    with suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return ":".join(parts or [socket.gethostname()])[:100]
+
+
 def _runs_here(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -41,14 +55,19 @@ def _runs_here(pid: int) -> bool:
 
 def register(session: Session, name: str, instance: str, now: datetime, lease: timedelta) -> None:
     """Take ``name`` for this process; raise WorkerNameTaken while another holds it. Committed."""
-    host, pid = socket.gethostname(), os.getpid()
+    host, machine, pid = socket.gethostname()[:255], this_machine(), os.getpid()
+    mine = {
+        "instance": instance,
+        "host": host,
+        "machine": machine,
+        "pid": pid,
+        "lease_seconds": lease.total_seconds(),
+        "started_at": now,
+        "seen_at": now,
+    }
     held = session.get(WorkerNode, name)
     if held is None:
-        session.add(
-            WorkerNode(
-                name=name, instance=instance, host=host, pid=pid, started_at=now, seen_at=now
-            )
-        )
+        session.add(WorkerNode(name=name, **mine))
         try:
             session.commit()
         except IntegrityError:
@@ -59,8 +78,8 @@ def register(session: Session, name: str, instance: str, now: datetime, lease: t
         return
     if held.instance == instance:
         return
-    gone_here = held.host == host and (held.pid == pid or not _runs_here(held.pid))
-    silent = held.seen_at < now - lease
+    gone_here = held.machine == machine and (held.pid == pid or not _runs_here(held.pid))
+    silent = held.seen_at < now - timedelta(seconds=held.lease_seconds)
     if not (gone_here or silent):
         ago = max(0, int((now - held.seen_at).total_seconds()))
         raise WorkerNameTaken(
@@ -71,7 +90,7 @@ def register(session: Session, name: str, instance: str, now: datetime, lease: t
     taken = session.execute(
         update(WorkerNode)
         .where(WorkerNode.name == name, WorkerNode.instance == held.instance)
-        .values(instance=instance, host=host, pid=pid, started_at=now, seen_at=now)
+        .values(**mine)
         .execution_options(synchronize_session=False)
     )
     session.commit()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import adoption, db, housekeeping, nodes
-from cbserver.ari import AriClient, AriConfig, AriError, AriUnavailable
+from cbserver.ari import AriClient, AriConfig, AriError
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
 from cbserver.claims import LEASE, Claim, claim_due, promote_due
@@ -32,6 +34,8 @@ RETENTION = timedelta(days=90)
 ARM_TOLERANCE = timedelta(milliseconds=50)
 # Requests taken in one transaction when many are due at once (a burst, a busy minute).
 CLAIM_BATCH = 20
+# How long a stopping worker lets a housekeeping round under way finish.
+CHORE_GRACE = 10.0
 # Calls one worker (and so its Asterisk) carries at once: about one core per 80 bridged calls.
 MAX_CALLS = 50
 
@@ -124,6 +128,8 @@ class Worker:
         self._adopted = False
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._was_displaced = False
+        self._chores: set[asyncio.Task[Any]] = set()
 
     @property
     def asterisk_connected(self) -> bool:
@@ -205,15 +211,17 @@ class Worker:
         erasing = OutageLog(log, f"worker {self.name}: erasing old visitor data")
 
         async def tidy() -> None:
-            # Read here, on the loop that changes them; the round runs on its own thread.
-            live = frozenset(self._app.calls) if self._app is not None else frozenset()
-            work = database.run(self._housekeeping, live, self._adopted)
-            if await _unless_unreachable(tidying, work):
-                self._arm_next_due()
+            async with self._chore():
+                # Read here, on the loop that changes them; the round runs on its own thread.
+                live = frozenset(self._app.calls) if self._app is not None else frozenset()
+                work = database.run(self._housekeeping, live, self._adopted)
+                if await _unless_unreachable(tidying, work):
+                    self._arm_next_due()
 
         async def erase_old() -> None:
-            # A thread of its own: a long first erasure never delays the lease renewals.
-            await _unless_unreachable(erasing, retention.run(self._erase_old_visitor_data))
+            async with self._chore():
+                # A thread of its own: a long first erasure never delays the lease renewals.
+                await _unless_unreachable(erasing, retention.run(self._erase_old_visitor_data))
 
         scheduler.add_job(
             tidy,
@@ -229,6 +237,24 @@ class Worker:
         scheduler.start()
         self._scheduler = scheduler
         return scheduler
+
+    @contextlib.asynccontextmanager
+    async def _chore(self) -> AsyncIterator[None]:
+        """A scheduled job under way: a stopping worker lets it finish rather than cut it."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._chores.add(task)
+        try:
+            yield
+        finally:
+            self._chores.discard(task)
+
+    async def _stop_scheduler(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.pause()
+        if self._chores:
+            await asyncio.wait(set(self._chores), timeout=CHORE_GRACE)
+        scheduler.shutdown(wait=False)
+        self._scheduler = None
 
     def _housekeeping(self, live: frozenset[str], adopted: bool) -> None:
         with self.sessions() as session:
@@ -282,8 +308,9 @@ class Worker:
 
     def _displaced(self) -> None:
         """Another process took this worker's name (this one was silent for a lease): its
-        claims are that one's now, so this one stops."""
+        claims are that one's now, so this one stops, leaving the calls to it."""
         log.error("worker %s: another process took this worker's name; stopping", self.name)
+        self._was_displaced = True
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
 
@@ -298,6 +325,11 @@ class Worker:
         finally:
             if listener is not None:
                 listener.close()
+        if self._was_displaced:
+            raise nodes.WorkerNameTaken(
+                f"worker {self.name}: another process took this worker's name after this one "
+                "was silent for a lease; give each worker its own name (CBSERVER_WORKER_NAME)"
+            )
 
     async def _listen_for_wakes(self) -> asyncio.DatagramTransport | None:
         if self.wake_port is None:
@@ -331,10 +363,12 @@ class Worker:
         scheduler = self._start_scheduler(chores, erasing)
         try:
             await self._serve_with(stop, claims, calls)
-            await self._let_name_go(claims)
         finally:
-            scheduler.shutdown(wait=False)
-            self._scheduler = None
+            await self._stop_scheduler(scheduler)
+        try:
+            if not self._was_displaced:
+                await self._let_name_go(claims)
+        finally:
             claims.close()
             calls.close()
             chores.close()
@@ -368,9 +402,7 @@ class Worker:
         self, ari: AriClient, calls: DatabaseThread, app: StasisApp, claim: Claim
     ) -> AgentFirstCall:
         flow = VisitorFirstCall if claim.visitor_first else AgentFirstCall
-        call = flow(ari, self.sessions, calls, self.call_settings, claim, self._ended(app))
-        app.add(call)
-        return call
+        return flow(ari, self.sessions, calls, self.call_settings, claim, self._ended(app))
 
     async def _adopt(self, ari: AriClient, calls: DatabaseThread, app: StasisApp) -> bool:
         """Take up the calls this worker owns but does not carry: its previous life's after a
@@ -379,13 +411,14 @@ class Worker:
             try:
                 owned = await calls.run(self._owned, frozenset(app.calls))
                 found = await adoption.look_up(ari, owned) if owned else adoption.OnAsterisk()
-            except AriUnavailable as exc:
+            except AriError as exc:
                 log.warning("worker %s: Asterisk did not answer while adopting: %s", self.name, exc)
                 return False
             except Exception as exc:
-                if not db.unreachable(exc):
-                    raise
-                self._claiming.failed(exc)
+                if db.unreachable(exc):
+                    self._claiming.failed(exc)
+                else:
+                    log.exception("worker %s: adopting failed; trying again", self.name)
                 return False
             if owned:
                 log.warning(
@@ -395,19 +428,27 @@ class Worker:
                 )
             for left in owned:
                 call = self._call(ari, calls, app, left.claim)
-                try:
-                    await call.resume(left, found)
-                except AriError as exc:
-                    # It changed between the look and the step (a hang-up): end it honestly.
-                    log.warning("request %s: not taken up: %s", call.request_id, exc)
-                    reason = f"could not be taken up after a restart: {exc.message}"
-                    await call.abandon(reason[:100])  # the column's length
+                call.take_up(left, found)
+                # Carried on first thing in its own queue: one call's steps hold no other's.
+                app.add(call, functools.partial(self._resume, call, left, found))
             self._adopted = True
             return True
 
+    async def _resume(
+        self, call: AgentFirstCall, left: adoption.Owned, found: adoption.OnAsterisk
+    ) -> None:
+        try:
+            await call.resume(left, found)
+        except Exception as exc:
+            # It changed between the look and the step (a hang-up): end it honestly.
+            log.warning("request %s: not taken up: %s", call.request_id, exc, exc_info=True)
+            message = exc.message if isinstance(exc, AriError) else type(exc).__name__
+            reason = f"could not be taken up after a restart: {message}"
+            await call.abandon(reason[:100])  # the column's length
+
     def _owned(self, carried: frozenset[str]) -> list[adoption.Owned]:
         with self.sessions() as session:
-            return adoption.owned_calls(session, self.name, carried)
+            return adoption.owned_calls(session, self.name, carried, self.clock.now(), self.lease)
 
     async def _serve_with(
         self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
@@ -421,13 +462,24 @@ class Worker:
             events = asyncio.create_task(app.run())
 
             async def place(claim: Claim) -> None:
-                await self._call(ari, calls, app, claim).start()
+                call = self._call(ari, calls, app, claim)
+                app.add(call)
+                await call.start()
+
+            def failed(task: asyncio.Task[None]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    # Raised again below, where the task is awaited: the process ends loudly.
+                    log.error("worker %s: routing Asterisk's events failed; stopping", self.name)
+                    stop.set()
+
+            events.add_done_callback(failed)
 
             try:
                 await app.connected.wait()
                 log.info("worker %s: Stasis app %s registered", self.name, self.ari_config.app)
                 await self._claim_loop(stop, claims, app.connected, place)
-                await self._drain(app)
+                if not self._was_displaced:
+                    await self._drain(app)
             finally:
                 events.cancel()
                 with suppress(asyncio.CancelledError):
@@ -460,6 +512,10 @@ class Worker:
                 continue
             taken: list[Claim] | None = None
             async with self._handover:
+                # Looked at again: an adoption may have taken room, or Asterisk gone, meanwhile.
+                room = min(CLAIM_BATCH, self._room())
+                if not connected.is_set() or room <= 0:
+                    continue
                 try:
                     taken = await claims.run(self._claim, room)
                 except Exception as exc:

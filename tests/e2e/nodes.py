@@ -258,8 +258,6 @@ class Cluster:
     def __enter__(self) -> Cluster:
         self.database = self._cleanup.enter_context(shared_database(self.directory))
         # Last in, first out: workers go before the Asterisks they are on.
-        self._cleanup.callback(self._stop_asterisks)
-        self._cleanup.callback(self._kill_workers)
         return self
 
     def __exit__(
@@ -270,14 +268,6 @@ class Cluster:
     ) -> None:
         self._cleanup.close()
 
-    def _kill_workers(self) -> None:
-        for worker in self.workers:
-            worker.kill()
-
-    def _stop_asterisks(self) -> None:
-        for node in self.nodes:
-            node.stop_asterisk()
-
     @property
     def sessions(self) -> sessionmaker[Session]:
         return self.database.sessions
@@ -285,6 +275,8 @@ class Cluster:
     def node(self, name: str) -> Node:
         node = Node.create(self.directory / name, name, self.database)
         self.nodes.append(node)
+        # One clean-up each: a node that fails to stop does not keep the others running.
+        self._cleanup.callback(node.stop_asterisk)
         return node
 
     def worker(
@@ -299,6 +291,8 @@ class Cluster:
             node, name, self.directory / f"worker-{name}.log", lease_seconds, max_calls
         )
         self.workers.append(worker)
+        # Run before its node's Asterisk stops (clean-ups run last in, first out).
+        self._cleanup.callback(worker.kill)
         return worker
 
 

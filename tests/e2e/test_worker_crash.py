@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.claims import IN_CALL
-from cbserver.models import Agent, AgentAssignment, CallbackRequest, Subscriber
+from cbserver.models import Agent, AgentAssignment, CallbackRequest, Subscriber, WorkerNode
 from cbserver.sipp import SippPeer
 from tests.e2e.harness import dialled_number, dials, free_ports, requests_by_phone, statuses, until
 from tests.e2e.nodes import Cluster, Node, WorkerProcess, add_agents, ask
@@ -104,6 +104,9 @@ async def test_a_worker_process_places_a_call_back(
     assert [dialled_number(invite) for invite in dials(trunk)] == [VISITOR], worker.log_tail()
     [attempt] = request_of(sessions, request_id).attempts
     assert attempt.outcome == "answered"
+    assert worker.stop() == 0, worker.log_tail()
+    with sessions() as session:
+        assert session.get(WorkerNode, worker.name) is None, "a clean stop lets the name go"
 
 
 @pytest.mark.slow
@@ -112,8 +115,9 @@ async def test_killed_while_bridged_the_restarted_worker_adopts_the_call_and_com
 ) -> None:
     sessions, node, worker = installation.sessions, installation.node, installation.worker
     alice = sipp("alice", installation.alice_port, "agent_accepts.xml", "-d", "1000")
-    # The visitor talks for 8 s, then hangs up: the kill and the restart fall into the talk.
-    trunk = sipp("trunk", node.trunk_port, "uas_answer_hangup.xml", "-d", "8000")
+    # The visitor talks for 12 s, then hangs up: the kill and the restart (2 s here) fall into
+    # the talk, with room to spare on a loaded machine.
+    trunk = sipp("trunk", node.trunk_port, "uas_answer_hangup.xml", "-d", "12000")
     worker.start()
     await worker.wait_registered()
     request_id = ask(node.web(), SLUG, VISITOR)

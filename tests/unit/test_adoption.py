@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from cbserver import nodes
+from cbserver import housekeeping, nodes
 from cbserver.adoption import owned_calls
 from cbserver.agents import add_agent
 from cbserver.claims import LEASE, claim_next
@@ -42,10 +42,19 @@ def dead_pid() -> int:
     return process.pid
 
 
-def held_by(session: Session, *, host: str, pid: int, seen: datetime) -> None:
+def held_by(
+    session: Session, *, host: str, pid: int, seen: datetime, machine: str | None = None
+) -> None:
     session.add(
         WorkerNode(
-            name="node-1", instance="earlier", host=host, pid=pid, started_at=seen, seen_at=seen
+            name="node-1",
+            instance="earlier",
+            host=host,
+            machine=machine or nodes.this_machine(),
+            pid=pid,
+            lease_seconds=LEASE.total_seconds(),
+            started_at=seen,
+            seen_at=seen,
         )
     )
     session.commit()
@@ -81,13 +90,30 @@ def test_a_name_whose_process_died_on_this_host_is_taken_over_at_once(
     assert not nodes.heartbeat(session, "node-1", "earlier", NOW), "the dead one is displaced"
 
 
-def test_a_name_held_on_another_host_waits_for_the_lease(session: Session) -> None:
-    held_by(session, host="elsewhere.example", pid=1, seen=NOW - LEASE + timedelta(seconds=10))
+def test_a_name_held_on_another_host_waits_for_the_holders_lease(session: Session) -> None:
+    held_by(
+        session,
+        host="elsewhere.example",
+        machine="another boot",
+        pid=1,
+        seen=NOW - LEASE + timedelta(seconds=10),
+    )
+    with pytest.raises(nodes.WorkerNameTaken, match=r"already running on elsewhere\.example"):
+        nodes.register(session, "node-1", "mine", NOW, lease=timedelta(seconds=5))
     with pytest.raises(nodes.WorkerNameTaken, match=r"already running on elsewhere\.example"):
         nodes.register(session, "node-1", "mine", NOW, LEASE)
     nodes.register(session, "node-1", "mine", NOW + timedelta(seconds=11), LEASE)
     session.expire_all()
     assert session.get_one(WorkerNode, "node-1").host == socket.gethostname()
+
+
+def test_a_container_sharing_the_host_name_is_not_taken_for_a_dead_process(
+    session: Session, dead_pid: int
+) -> None:
+    # Same host name, the same pid perhaps, but another pid namespace: nothing known of it.
+    held_by(session, host=socket.gethostname(), pid=dead_pid, seen=NOW, machine="a container")
+    with pytest.raises(nodes.WorkerNameTaken):
+        nodes.register(session, "node-1", "mine", NOW, LEASE)
 
 
 def test_a_clean_stop_lets_the_name_go(session: Session, live_pid: int) -> None:
@@ -131,14 +157,18 @@ def test_a_restarted_worker_finds_the_calls_it_owned_and_does_not_carry(
     transition(session, talking, RequestStatus.CONNECTED, "test")
     session.commit()
 
-    found = owned_calls(session, "node-1", carried={carried.id})
+    found = owned_calls(
+        session, "node-1", carried={carried.id}, now=NOW + timedelta(seconds=6), lease=LEASE
+    )
 
     assert [o.claim.request_id for o in found] == sorted([ringing.id, talking.id])
     by_id = {o.claim.request_id: o for o in found}
     first = by_id[ringing.id]
     assert first.status == RequestStatus.DIALING_AGENT
     assert first.agent_channel == f"cb-{ringing.id}-1-anna"
-    assert [name for _, name in first.agents_left] == ["ben", "cleo", "dan"], "anna was rung"
+    assert first.agent_rung is not None
+    assert first.agent_rung[1] == "anna", "anna was being rung"
+    assert [name for _, name in first.agents_after] == ["ben", "cleo", "dan"]
     assert first.claim.first_channel is None, "every agent rung from now on is recorded"
     second = by_id[talking.id]
     assert (second.status, second.visitor_channel) == (
@@ -146,3 +176,19 @@ def test_a_restarted_worker_finds_the_calls_it_owned_and_does_not_carry(
         "cb-talking-visitor",
     )
     assert others.id not in by_id, "another worker's call is not this one's to adopt"
+
+
+@pytest.mark.usefixtures("shop")
+def test_what_a_restarted_worker_takes_up_is_no_longer_released_as_stale(
+    session: Session,
+) -> None:
+    request = submit(session, Submission("shop", "+12015550120", consent=True), now=NOW).request
+    assert claim_next(session, "node-1", NOW) is not None
+    back = NOW + LEASE + timedelta(seconds=30)  # the restart took longer than the lease
+
+    [owned] = owned_calls(session, "node-1", carried=(), now=back, lease=LEASE)
+
+    assert owned.claim.request_id == request.id
+    assert housekeeping.release_stale_claims(session, back + timedelta(seconds=1)) == 0
+    session.refresh(request)
+    assert (request.status, request.claimed_by) == (RequestStatus.DIALING_AGENT, "node-1")

@@ -156,3 +156,32 @@ async def test_a_call_whose_channel_vanished_in_the_restart_hears_so_before_clai
     assert isinstance(gone, ChannelDestroyed)
     assert gone.channel.id == "agent-1"
     assert gone.cause_txt == "lost while Asterisk was unreachable"
+
+
+async def test_claims_wait_for_the_adoption_which_is_tried_again_while_events_keep_flowing() -> (
+    None
+):
+    ari = FakeAri()
+    tries: list[bool] = []
+    answers = [False, False, True]  # the database away twice, then back
+
+    async def adopt() -> bool:
+        tries.append(answers[len(tries)])
+        return tries[-1]
+
+    app = StasisApp(cast(AriClient, ari), adopt)
+    task = asyncio.create_task(app.run())
+    try:
+        call = FakeCall("r-1", {"agent-1"})
+        app.add(cast(AgentFirstCall, call))
+        ari.items.put_nowait(StreamConnected(1))
+        ari.items.put_nowait(hangup_request("agent-1", 16))
+
+        await until(lambda: call.heard, within=2, message="the event routed while adopting")
+        await until(app.connected.is_set, within=5, message="claiming once adopted")
+        assert tries == [False, False, True]
+        assert ari.streams_opened == 1, "the connection was kept while adoption was retried"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await app.stop()
