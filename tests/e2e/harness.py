@@ -153,3 +153,58 @@ def requests_by_phone(sessions: sessionmaker[Session]) -> dict[str, CallbackRequ
 
 def statuses(sessions: sessionmaker[Session]) -> Counter[str]:
     return Counter(r.status for r in requests_by_phone(sessions).values())
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A run's figures: what became of the requests asked for, and how often each number rang
+    at the trunk (a retransmission is the same call)."""
+
+    asked: int
+    requests: dict[str, CallbackRequest]
+    trunk_dials: Counter[str]
+
+    @classmethod
+    def of(cls, sessions: sessionmaker[Session], asked: int, *trunks: SippPeer) -> Tally:
+        dialled = Counter(dialled_number(i) for trunk in trunks for i in dials(trunk))
+        return cls(asked, requests_by_phone(sessions), dialled)
+
+    @property
+    def completed(self) -> int:
+        return sum(1 for r in self.requests.values() if r.status == "completed")
+
+    @property
+    def lost(self) -> int:
+        return self.asked - self.completed
+
+    @property
+    def retried(self) -> dict[str, list[tuple[str | None, str | None]]]:
+        """The requests tried more than once, with how each attempt ended."""
+        return {
+            phone: [(a.outcome, a.hangup_cause_text) for a in request.attempts]
+            for phone, request in self.requests.items()
+            if len(request.attempts) > 1
+        }
+
+    @property
+    def dialled_twice(self) -> list[str]:
+        """Numbers rung more than once without a second attempt to show for it."""
+        retried = self.retried
+        return sorted(p for p, n in self.trunk_dials.items() if n > 1 and p not in retried)
+
+    @property
+    def without_attempt(self) -> list[str]:
+        """Numbers rung more often than their requests have attempts with a visitor's leg."""
+
+        def legs(phone: str) -> int:
+            request = self.requests.get(phone)
+            attempts = request.attempts if request is not None else []
+            return sum(1 for a in attempts if a.visitor_channel_id is not None)
+
+        return sorted(p for p, n in self.trunk_dials.items() if n > legs(p))
+
+    def __str__(self) -> str:
+        return (
+            f"requests submitted {self.asked} / completed {self.completed} / dialled twice "
+            f"{len(self.dialled_twice)} / lost {self.lost}"
+        )

@@ -32,13 +32,15 @@ from cbserver import db
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.claims import IN_CALL
 from cbserver.config import Settings
-from cbserver.models import CallbackRequest
+from cbserver.models import AgentAssignment, CallbackRequest, Subscriber
 from cbserver.web import create_app
 from tests.conftest import POSTGRES_URL
 from tests.e2e.conftest import instance_environ
 from tests.e2e.harness import free_ports, until
 
 PROJECT = Path(__file__).resolve().parents[2]
+# The caller ID the businesses of these tests call from.
+BUSINESS = "+12015550100"
 # The rate limits would stop a test client that asks for many call-backs from one address.
 RATE_LIMITS_OFF = {
     f"CBSERVER_RATE_LIMIT_{limit}": "off"
@@ -305,13 +307,26 @@ def status_counts(sessions: sessionmaker[Session]) -> Counter[str]:
         return Counter({status: count for status, count in rows})
 
 
-def add_agents(sessions: sessionmaker[Session], names: list[str], port: int) -> None:
-    """Agents whose fixed contacts are one sipp peer on ``port`` (it takes many calls)."""
+def add_business(
+    sessions: sessionmaker[Session], slug: str, display_name: str, agents: list[str], port: int
+) -> None:
+    """A business served by ``agents`` in that order, whose phones are one sipp peer on
+    ``port`` (it takes many calls); a failed try is tried again after a second."""
     with sessions() as session:
-        for name in names:
-            agents_service.add_agent(
+        subscriber = Subscriber(
+            slug=slug,
+            display_name=display_name,
+            country="US",
+            caller_id=BUSINESS,
+            retry_interval_seconds=1,
+        )
+        for priority, name in enumerate(agents, start=1):
+            agent = agents_service.add_agent(
                 session, name, contact=f"sip:{name}@127.0.0.1:{port}", dtmf_mode="info"
-            )
+            ).agent
+            subscriber.assignments.append(AgentAssignment(agent=agent, priority=priority))
+        session.add(subscriber)
+        session.commit()
 
 
 @dataclass

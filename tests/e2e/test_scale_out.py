@@ -8,7 +8,6 @@ other finishes its requests once their leases have run out.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,21 +18,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver.claims import IN_CALL
-from cbserver.models import Agent, AgentAssignment, CallbackRequest, Subscriber
+from cbserver.models import CallbackRequest
 from cbserver.sipp import SipMessage, SippPeer
-from tests.e2e.harness import dialled_number, dials, free_ports, requests_by_phone, until
+from tests.e2e.harness import Tally, dials, free_ports, until
 from tests.e2e.nodes import (
     Cluster,
     InCallSampler,
     Node,
     WorkerProcess,
-    add_agents,
+    add_business,
     ask,
     status_counts,
 )
 
 SLUG = "busy"
-BUSINESS = "+12015550100"
 AGENTS = [f"agent-{n:02d}" for n in range(1, 17)]
 PHONES = [f"+1201555{n:04d}" for n in range(2000, 2200)]
 MAX_CALLS = 8
@@ -58,19 +56,7 @@ def two_nodes(tmp_path: Path) -> Iterator[TwoNodes]:
     """Nodes a and b on one database; the business's 16 agents' phones are one sipp peer."""
     with Cluster(tmp_path / "cluster") as cluster:
         [agents_port] = free_ports(1)
-        add_agents(cluster.sessions, AGENTS, agents_port)
-        with cluster.sessions() as session:
-            subscriber = Subscriber(
-                slug=SLUG,
-                display_name="Call centre",
-                country="US",
-                caller_id=BUSINESS,
-                retry_interval_seconds=1,
-            )
-            for priority, agent in enumerate(session.scalars(select(Agent)), start=1):
-                subscriber.assignments.append(AgentAssignment(agent=agent, priority=priority))
-            session.add(subscriber)
-            session.commit()
+        add_business(cluster.sessions, SLUG, "Call centre", AGENTS, agents_port)
         a, b = cluster.node("a"), cluster.node("b")
         a.start_asterisk()
         b.start_asterisk()
@@ -137,39 +123,30 @@ async def test_two_nodes_share_200_call_backs_and_one_killed_leaves_its_calls_to
         )
     took = time.monotonic() - started
 
-    requests = requests_by_phone(sessions)
-    by_id = {request.id: request for request in requests.values()}
-    trunk_dials = Counter(dialled_number(i) for peer in (trunk_a, trunk_b) for i in dials(peer))
-    visitor_legs = {
-        phone: sum(1 for a in request.attempts if a.visitor_channel_id is not None)
-        for phone, request in requests.items()
-    }
-    retried = sorted(p for p, n in trunk_dials.items() if n > 1 and n <= visitor_legs.get(p, 0))
-    dialled_twice = sorted(p for p, n in trunk_dials.items() if n > 1 and p not in retried)
-    without_attempt = sorted(p for p, n in trunk_dials.items() if n > visitor_legs.get(p, 0))
-    completed = sum(1 for r in requests.values() if r.status == "completed")
+    tally = Tally.of(sessions, len(PHONES), trunk_a, trunk_b)
+    by_id = {request.id: request for request in tally.requests.values()}
     before_kill = {
         "a": len(dialled_before(trunk_a, killed_at)),
         "b": len(dialled_before(trunk_b, killed_at)),
     }
     figures = (
-        f"requests submitted {len(PHONES)} / completed {completed} / dialled twice "
-        f"{len(dialled_twice)} / lost {len(PHONES) - completed} / retried {len(retried)} in "
-        f"{took:.1f} s; trunk INVITEs before the kill {before_kill}, in all "
-        f"a {len(dials(trunk_a))} b {len(dials(trunk_b))}; most calls at once "
-        f"{dict(sampler.peaks)} in {sampler.samples} samples; A's in a call at the kill "
-        f"{len(left_by_a)}; agent INVITEs {len(dials(agents))}"
+        f"{tally} / retried {len(tally.retried)} in {took:.1f} s; trunk INVITEs before the "
+        f"kill {before_kill}, in all a {len(dials(trunk_a))} b {len(dials(trunk_b))}; most "
+        f"calls at once {dict(sampler.peaks)} in {sampler.samples} samples; A's in a call at "
+        f"the kill {len(left_by_a)}; agent INVITEs {len(dials(agents))}"
     )
     print(f"\nscale-out: {figures}")
 
     assert sampler.samples > 100, figures
     assert sampler.peaks[worker_a.name] <= MAX_CALLS, figures
     assert sampler.peaks[worker_b.name] <= MAX_CALLS, figures
-    assert completed == len(PHONES), figures
-    assert set(trunk_dials) <= set(PHONES), figures
-    assert without_attempt == [], f"dialled without an attempt: {without_attempt}; {figures}"
-    assert dialled_twice == [], figures
-    assert len(retried) <= MAX_CALLS, f"only calls live at the kill are tried again; {figures}"
+    assert tally.lost == 0, figures
+    assert set(tally.trunk_dials) <= set(PHONES), figures
+    assert tally.without_attempt == [], f"dialled without an attempt; {figures}"
+    assert tally.dialled_twice == [], figures
+    assert len(tally.retried) <= MAX_CALLS, (
+        f"only calls live at the kill are tried again; {figures}"
+    )
     for node, dialled in before_kill.items():
         assert dialled >= FAIR_SHARE * sum(before_kill.values()), f"node {node}: {figures}"
     assert left_by_a, f"worker A had calls under way when it was killed; {figures}"
