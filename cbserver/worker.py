@@ -556,7 +556,10 @@ class WorkerThread:
             asyncio.run(self._serve())
         except nodes.WorkerNameTaken as exc:
             self.failure = str(exc)
-            self._ready.set()
+        except Exception as exc:
+            log.exception("the worker stopped")
+            self.failure = f"the worker stopped: {exc}"
+        self._ready.set()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
