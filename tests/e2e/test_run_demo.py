@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -35,11 +36,20 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[s
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
+            # A group of its own: a kill reaches the demo gateway (sipp) it started, too.
+            start_new_session=True,
         )
     yield process, log, environ
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        # Stopped as a service manager stops it: it stops its gateway itself.
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
     AsteriskInstance(Settings.load(environ=environ)).stop()
 
 
