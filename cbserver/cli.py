@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver import admin_tokens, audit, captcha, db, doctor, number_policy
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
+from cbserver.ami import AmiConfig
 from cbserver.ari import AriConfig
 from cbserver.asterisk.instance import AsteriskError, AsteriskInstance, InstanceStatus
 from cbserver.asterisk.provision import ProvisionError
@@ -247,7 +248,9 @@ def agent_list(obj: Context) -> None:
         for item in agents_service.list_agents(session):
             kind = f"contact {item.contact}" if item.contact else "registers"
             state = "active" if item.active else "inactive"
-            click.echo(f"{item.name:<20} {state:<8} dtmf={item.dtmf_mode:<8} {kind}")
+            # Presence as the worker last saw it over AMI; nothing until it has seen any.
+            seen = f" {item.presence} since {_when(item.presence_at)}" if item.presence else ""
+            click.echo(f"{item.name:<20} {state:<8} dtmf={item.dtmf_mode:<8} {kind}{seen}")
 
 
 @agent.command("assign")
@@ -881,6 +884,7 @@ def _worker(obj: Context, sessions: sessionmaker[Session], wake_port: int | None
         retention=timedelta(days=settings.retention_days),
         max_calls=settings.worker_max_calls,
         lease=timedelta(seconds=settings.worker_lease_seconds),
+        ami=AmiConfig.for_instance(settings, obj.instance),
     )
 
 

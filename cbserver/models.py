@@ -119,6 +119,10 @@ class Agent(Base):
     dtmf_mode: Mapped[str] = mapped_column(String(16), default="rfc4733")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # As the worker last saw it over AMI (see ami.py): available, ringing, in_use or offline;
+    # None until seen.
+    presence: Mapped[str | None] = mapped_column(String(20))
+    presence_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, contact={self.contact!r})"

@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import adoption, db, housekeeping, nodes
+from cbserver.ami import AmiConfig, DatabasePresenceStore, PresenceWatcher
 from cbserver.ari import AriClient, AriConfig, AriError
 from cbserver.ari_app import StasisApp
 from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
@@ -98,8 +99,10 @@ class Worker:
         housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
         max_calls: int = MAX_CALLS,
         lease: timedelta = LEASE,
+        ami: AmiConfig | None = None,
     ) -> None:
         self.ari_config = ari_config
+        self.ami = ami
         self.sessions = sessions
         self.name = name or worker_id()
         self.clock: Clock = clock or SystemClock()
@@ -362,7 +365,8 @@ class Worker:
             raise
         scheduler = self._start_scheduler(chores, erasing)
         try:
-            await self._serve_with(stop, claims, calls)
+            async with self._presence():
+                await self._serve_with(stop, claims, calls)
         finally:
             await self._stop_scheduler(scheduler)
         try:
@@ -373,6 +377,24 @@ class Worker:
             calls.close()
             chores.close()
             erasing.close()
+
+    @contextlib.asynccontextmanager
+    async def _presence(self) -> AsyncIterator[None]:
+        """The agents' presence followed over AMI beside the calls: its own task and database
+        thread, so an AMI or database failure there never holds up a claim or a call."""
+        if self.ami is None:
+            yield
+            return
+        thread = DatabaseThread("cbserver-presence")
+        store = DatabasePresenceStore(self.sessions, thread, self.clock)
+        watching = asyncio.create_task(PresenceWatcher(self.ami, store).run())
+        try:
+            yield
+        finally:
+            watching.cancel()
+            with suppress(asyncio.CancelledError):
+                await watching
+            thread.close()
 
     async def _register(self, claims: DatabaseThread) -> None:
         """Take this worker's name; waits out an unreachable database."""

@@ -1,0 +1,339 @@
+"""Agents' presence from AMI: the mapping of Asterisk's states, and what the watcher records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver import ami, db
+from cbserver.agents import add_agent
+from cbserver.ami import (
+    AmiConfig,
+    DatabasePresenceStore,
+    PresenceWatcher,
+    aor_of_contact,
+    contact_present,
+    presence_of,
+)
+from cbserver.ari import AriConfig
+from cbserver.claims import Claim
+from cbserver.clock import FakeClock
+from cbserver.db import DatabaseThread
+from cbserver.intake import Submission, submit
+from cbserver.models import Agent, AgentAssignment, Subscriber
+from cbserver.worker import Worker
+from tests.e2e.harness import free_ports, until
+from tests.unit.conftest import Run
+
+CONFIG = AmiConfig("127.0.0.1", 5038, "ami-test", "secret")
+
+
+class FakeStore:
+    """Agents as the database holds them, and every write the watcher made."""
+
+    def __init__(self, *names: str, unreachable: bool = False) -> None:
+        self.presence: dict[str, str | None] = dict.fromkeys(names)
+        self.writes: list[tuple[str, str]] = []
+        self.unreachable = unreachable
+
+    async def agents(self) -> dict[str, str | None]:
+        return dict(self.presence)
+
+    async def record(self, name: str, presence: str) -> None:
+        if self.unreachable:
+            raise OperationalError("UPDATE agents", {}, Exception("database is locked"))
+        self.writes.append((name, presence))
+        self.presence[name] = presence
+
+
+def device(name: str, state: str) -> dict[str, str]:
+    return {"Event": "DeviceStateChange", "Device": name, "State": state}
+
+
+def contact(aor: str, status: str, uri: str = "sip:x@127.0.0.1:5070") -> dict[str, str]:
+    return {"Event": "ContactStatus", "AOR": aor, "URI": uri, "ContactStatus": status}
+
+
+@pytest.mark.parametrize(
+    ("state", "presence"),
+    [
+        ("NOT_INUSE", "available"),
+        ("RINGING", "ringing"),
+        ("RINGINUSE", "ringing"),
+        ("INUSE", "in_use"),
+        ("BUSY", "in_use"),
+        ("ONHOLD", "in_use"),
+        ("UNAVAILABLE", "offline"),
+        ("INVALID", "offline"),
+        ("UNKNOWN", "offline"),
+        ("not_inuse", "available"),
+    ],
+)
+def test_device_states_map_to_presence(state: str, presence: str) -> None:
+    assert presence_of(state) == presence
+
+
+@pytest.mark.parametrize(
+    ("status", "present"),
+    [
+        ("Created", True),
+        ("Reachable", True),
+        ("Updated", True),
+        ("NonQualified", True),
+        ("Removed", False),
+        ("Unreachable", False),
+    ],
+)
+def test_contact_statuses_say_whether_the_phone_can_be_rung(status: str, present: bool) -> None:
+    assert contact_present(status) is present
+
+
+def test_a_contacts_aor_is_read_from_its_id() -> None:
+    assert aor_of_contact("carol;@0c1f2e3d4b5a") == "carol"
+    assert aor_of_contact("alice@@5a4b3c2d1e0f") == "alice"
+
+
+async def test_watcher_records_only_changes_and_ignores_what_is_not_an_agent() -> None:
+    store = FakeStore("alice", "bob")
+    watcher = PresenceWatcher(CONFIG, store)
+    # Asterisk at login: alice has a fixed contact (not listed: PJSIPShowContacts lists
+    # registrations only) and is idle; bob has not registered.
+    await watcher.reseed(
+        contacts=[],
+        device_states=[
+            device("PJSIP/alice", "NOT_INUSE"),
+            device("PJSIP/bob", "UNAVAILABLE"),
+            device("PJSIP/trunk", "NOT_INUSE"),
+        ],
+    )
+    for event in [
+        contact("bob", "Created", "sip:bob@127.0.0.1:5072"),
+        device("PJSIP/bob", "NOT_INUSE"),
+        device("PJSIP/alice", "RINGING"),
+        device("PJSIP/alice", "RINGING"),
+        device("PJSIP/alice", "INUSE"),
+        device("PJSIP/trunk", "INUSE"),
+        device("PJSIP/stranger", "INUSE"),
+        device("Local/alice@agents", "INUSE"),
+        contact("bob", "Removed", "sip:bob@127.0.0.1:5072"),
+        device("PJSIP/bob", "UNAVAILABLE"),
+        device("PJSIP/alice", "NOT_INUSE"),
+    ]:
+        await watcher.handle(event)
+
+    assert store.writes == [
+        ("alice", "available"),
+        ("bob", "offline"),
+        ("bob", "available"),
+        ("alice", "ringing"),
+        ("alice", "in_use"),
+        ("bob", "offline"),
+        ("alice", "available"),
+    ]
+    assert set(store.presence) == {"alice", "bob"}
+
+
+async def test_a_registered_phone_with_one_contact_left_stays_available() -> None:
+    store = FakeStore("carol")
+    watcher = PresenceWatcher(CONFIG, store)
+    await watcher.reseed(contacts=[], device_states=[])
+    await watcher.handle(contact("carol", "Created", "sip:carol@127.0.0.1:5080"))
+    await watcher.handle(contact("carol", "Created", "sip:carol@127.0.0.1:5081"))
+    await watcher.handle(contact("carol", "Removed", "sip:carol@127.0.0.1:5080"))
+    assert store.presence["carol"] == "available"
+
+    await watcher.handle(contact("carol", "Unreachable", "sip:carol@127.0.0.1:5081"))
+
+    assert store.writes == [("carol", "available"), ("carol", "offline")]
+
+
+async def test_a_registration_seen_at_login_going_away_makes_the_agent_offline() -> None:
+    store = FakeStore("carol")
+    watcher = PresenceWatcher(CONFIG, store)
+    uri = "sip:carol@127.0.0.1:5080"
+    await watcher.reseed(
+        contacts=[
+            {"Event": "ContactList", "ObjectName": "carol;@9f8e", "Uri": uri, "Status": "Unknown"}
+        ],
+        device_states=[device("PJSIP/carol", "NOT_INUSE")],
+    )
+
+    await watcher.handle(contact("carol", "Removed", uri))
+
+    assert store.writes == [("carol", "available"), ("carol", "offline")]
+
+
+async def test_a_presence_already_recorded_is_not_written_again_after_a_reconnect() -> None:
+    store = FakeStore("alice")
+    store.presence["alice"] = "available"
+    watcher = PresenceWatcher(CONFIG, store)
+
+    await watcher.reseed(
+        contacts=[{"Event": "ContactList", "ObjectName": "alice@@ab12", "Status": "Unknown"}],
+        device_states=[device("PJSIP/alice", "NOT_INUSE")],
+    )
+
+    assert store.writes == []
+
+
+async def test_an_agent_added_while_watching_is_followed() -> None:
+    store = FakeStore("alice")
+    watcher = PresenceWatcher(CONFIG, store)
+    await watcher.reseed(contacts=[], device_states=[])
+    store.presence["dave"] = None
+
+    await watcher.handle(contact("dave", "Created", "sip:dave@127.0.0.1:5090"))
+
+    assert store.writes == [("dave", "available")]
+
+
+async def test_an_unreachable_database_loses_no_change(caplog: pytest.LogCaptureFixture) -> None:
+    store = FakeStore("alice", unreachable=True)
+    watcher = PresenceWatcher(CONFIG, store)
+    await watcher.reseed(
+        contacts=[{"Event": "ContactList", "ObjectName": "alice@@ab12", "Status": "Unknown"}],
+        device_states=[device("PJSIP/alice", "NOT_INUSE")],
+    )
+    await watcher.handle(device("PJSIP/alice", "INUSE"))
+    assert store.writes == []
+    assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
+
+    store.unreachable = False
+    await watcher.handle(device("PJSIP/alice", "INUSE"))
+
+    assert store.writes == [("alice", "in_use")]
+
+
+async def test_the_database_store_writes_presence_and_its_time(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        add_agent(session, "alice", contact="sip:alice@127.0.0.1:5070")
+    moment = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    thread = DatabaseThread("test-presence")
+    try:
+        store = DatabasePresenceStore(sessions, thread, FakeClock(moment))
+        assert await store.agents() == {"alice": None}
+        await store.record("alice", "available")
+        await store.record("nobody", "available")
+    finally:
+        thread.close()
+
+    with sessions() as session:
+        alice = session.scalars(select(Agent)).one()
+        assert (alice.presence, alice.presence_at) == ("available", moment)
+
+
+def test_agent_list_shows_presence_and_since_when_once_seen(cbserver: Run, tmp_path: Path) -> None:
+    cbserver("agent", "add", "alice", "--contact", "sip:alice@127.0.0.1:5070")
+    cbserver("agent", "add", "bob")
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cb.sqlite3'}")
+    try:
+        with db.make_session_factory(engine)() as session:
+            alice = session.scalars(select(Agent).where(Agent.name == "alice")).one()
+            alice.presence = "in_use"
+            alice.presence_at = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+            session.commit()
+    finally:
+        engine.dispose()
+
+    alice_line, bob_line = cbserver("agent", "list").stdout.splitlines()
+
+    assert alice_line.split()[-5:] == [
+        "sip:alice@127.0.0.1:5070",
+        "in_use",
+        "since",
+        "2026-11-28",
+        "04:00Z",
+    ]
+    assert bob_line.split()[-1] == "registers", "not seen yet: nothing said"
+
+
+async def test_an_unreachable_ami_is_said_once_while_it_is_tried_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ami, "RECONNECT_SECONDS", 1)
+    attempts: list[object] = []
+    connect = ami._WatchingManager.connect
+
+    def counted(manager: ami._WatchingManager) -> object:
+        attempts.append(manager)
+        return connect(manager)
+
+    monkeypatch.setattr(ami._WatchingManager, "connect", counted)
+    nobody = AmiConfig("127.0.0.1", free_ports(1, socket.SOCK_STREAM)[0], "ami-test", "secret")
+    watching = asyncio.create_task(PresenceWatcher(nobody, FakeStore("alice")).run())
+    try:
+        await until(lambda: len(attempts) >= 3, within=5, message="three tries")
+    finally:
+        watching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watching
+
+    # caplog hears non-propagating loggers too; panoramisk's own lines reach no handler.
+    assert not logging.getLogger("cbserver.ami.panoramisk").propagate
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name != "cbserver.ami.panoramisk"
+    ]
+    assert len(warnings) == 1, warnings
+    assert "AMI at 127.0.0.1" in warnings[0]
+    assert "unreachable" in warnings[0]
+
+
+class ClaimingWorker(Worker):
+    """The real worker (claims, scheduler, presence) without Asterisk: dialling is noted."""
+
+    def __init__(self, sessions: sessionmaker[Session], ami_config: AmiConfig) -> None:
+        unused = AriConfig("http://127.0.0.1:9", "test", "test", app="test")
+        super().__init__(unused, sessions, name="test-worker", poll_seconds=60, ami=ami_config)
+        self.dialled: list[str] = []
+
+    async def _serve_with(
+        self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
+    ) -> None:
+        always = asyncio.Event()
+        always.set()
+
+        async def place(claim: Claim) -> None:
+            self.dialled.append(claim.request_id)
+
+        await self._claim_loop(stop, claims, always, place)
+
+
+async def test_a_worker_whose_ami_is_away_still_claims_and_stops_cleanly(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    with sessions() as session:
+        shop = Subscriber(slug="shop", display_name="Shop", country="US", caller_id="+12015550100")
+        session.add(shop)
+        anna = add_agent(session, "anna", contact="sip:anna@127.0.0.1:5999").agent
+        shop.assignments.append(AgentAssignment(agent=anna))
+        session.commit()
+    nobody = AmiConfig("127.0.0.1", free_ports(1, socket.SOCK_STREAM)[0], "ami-test", "secret")
+    worker = ClaimingWorker(sessions, nobody)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        with sessions() as session:
+            request_id = submit(
+                session, Submission("shop", "+12015550123", consent=True), now=datetime.now(UTC)
+            ).request.id
+        worker.wake()
+        await until(lambda: worker.dialled == [request_id], within=5, message="the call placed")
+        await until(
+            lambda: any("AMI at 127.0.0.1" in r.getMessage() for r in caplog.records),
+            message="the AMI warning",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
