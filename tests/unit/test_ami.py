@@ -23,15 +23,13 @@ from cbserver.ami import (
     contact_present,
     presence_of,
 )
-from cbserver.ari import AriConfig
-from cbserver.claims import Claim
 from cbserver.clock import FakeClock
 from cbserver.db import DatabaseThread
 from cbserver.intake import Submission, submit
 from cbserver.models import Agent, AgentAssignment, Subscriber
-from cbserver.worker import Worker
 from tests.e2e.harness import free_ports, until
 from tests.unit.conftest import Run
+from tests.unit.test_worker_scheduler import RecordingWorker
 
 CONFIG = AmiConfig("127.0.0.1", 5038, "ami-test", "secret")
 
@@ -290,26 +288,6 @@ async def test_an_unreachable_ami_is_said_once_while_it_is_tried_again(
     assert "unreachable" in warnings[0]
 
 
-class ClaimingWorker(Worker):
-    """The real worker (claims, scheduler, presence) without Asterisk: dialling is noted."""
-
-    def __init__(self, sessions: sessionmaker[Session], ami_config: AmiConfig) -> None:
-        unused = AriConfig("http://127.0.0.1:9", "test", "test", app="test")
-        super().__init__(unused, sessions, name="test-worker", poll_seconds=60, ami=ami_config)
-        self.dialled: list[str] = []
-
-    async def _serve_with(
-        self, stop: asyncio.Event, claims: DatabaseThread, calls: DatabaseThread
-    ) -> None:
-        always = asyncio.Event()
-        always.set()
-
-        async def place(claim: Claim) -> None:
-            self.dialled.append(claim.request_id)
-
-        await self._claim_loop(stop, claims, always, place)
-
-
 async def test_a_worker_whose_ami_is_away_still_claims_and_stops_cleanly(
     sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,7 +298,7 @@ async def test_a_worker_whose_ami_is_away_still_claims_and_stops_cleanly(
         shop.assignments.append(AgentAssignment(agent=anna))
         session.commit()
     nobody = AmiConfig("127.0.0.1", free_ports(1, socket.SOCK_STREAM)[0], "ami-test", "secret")
-    worker = ClaimingWorker(sessions, nobody)
+    worker = RecordingWorker(sessions, ami=nobody)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:

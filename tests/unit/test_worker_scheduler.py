@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -28,7 +29,9 @@ NOW = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
 class RecordingWorker(Worker):
     """The real claim loop and scheduler; "dialling" writes the claim down."""
 
-    def __init__(self, sessions: sessionmaker[Session], clock: FakeClock) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], clock: FakeClock | None = None, **options: Any
+    ) -> None:
         unused = AriConfig("http://127.0.0.1:9", "test", "test", app="test")
         super().__init__(
             unused,
@@ -37,6 +40,7 @@ class RecordingWorker(Worker):
             clock=clock,
             poll_seconds=60,
             housekeeping_seconds=0.2,
+            **options,
         )
         self.dialled: list[str] = []
 
