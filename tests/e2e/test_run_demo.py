@@ -58,7 +58,8 @@ async def ready(process: subprocess.Popen[bytes], log: Path) -> str:
 
     def printed_when_ready() -> str | None:
         text = log.read_text()
-        return text if "Stop: Ctrl-C" in text or process.poll() is not None else None
+        # The demo form's address is the last line it prints when ready.
+        return text if "Demo form: " in text or process.poll() is not None else None
 
     output: str = await until(printed_when_ready, within=60, message="cbserver run to be ready")
     assert process.poll() is None, output
