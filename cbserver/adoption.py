@@ -10,15 +10,15 @@ there (``AgentFirstCall.resume``); a call that vanished meanwhile closes its att
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from cbserver.ari import AriClient, AriNotFound, Bridge, Channel
-from cbserver.claims import IN_CALL, Agents, Claim, active_agents, bridge_name
-from cbserver.models import CallAttempt, CallbackRequest, CallOrder, RequestStatus
+from cbserver.claims import IN_CALL, Agents, Claim, active_agents, bridge_name, claim_of
+from cbserver.models import CallAttempt, CallbackRequest, RequestStatus
 
 
 @dataclass(frozen=True)
@@ -72,19 +72,8 @@ def owned_calls(
     for request in requests.all():
         attempt = _open_attempt(request)
         agents = active_agents(session, request.subscriber_id)
-        visitor_first = request.subscriber.call_order == CallOrder.VISITOR_FIRST
-        claim = Claim(
-            request_id=request.id,
-            attempt_id=attempt.id,
-            attempt_number=attempt.number,
-            visitor_first=visitor_first,
-            visitor_phone=request.visitor_phone,
-            business_caller_id=request.subscriber.caller_id,
-            whisper_prompt=request.subscriber.whisper_prompt,
-            agents=agents,
-            # Every channel rung from here on is recorded in the attempt as it is rung.
-            first_channel=None,
-        )
+        # Every channel rung from here on is recorded in the attempt as it is rung.
+        claim = replace(claim_of(request, attempt, agents), first_channel=None)
         rung = [n for n, (agent_id, _) in enumerate(agents) if agent_id == attempt.agent_id]
         owned.append(
             Owned(

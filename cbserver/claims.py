@@ -217,7 +217,7 @@ def claim_due(
     # One flush inserts every attempt (and event) of the batch and learns their ids.
     session.flush()
     claims = [
-        _claim(request, attempt, agents_of[request.subscriber_id]) for request, attempt in taken
+        claim_of(request, attempt, agents_of[request.subscriber_id]) for request, attempt in taken
     ]
     session.commit()
     return claims
@@ -293,9 +293,10 @@ def _new_attempt(request: CallbackRequest, agents: Agents, now: datetime) -> Cal
     return attempt
 
 
-def _claim(request: CallbackRequest, attempt: CallAttempt, agents: Agents) -> Claim:
-    visitor_first = request.status == RequestStatus.DIALING_VISITOR
+def claim_of(request: CallbackRequest, attempt: CallAttempt, agents: Agents) -> Claim:
+    """What the call of ``request``'s ``attempt`` needs, as the request stands."""
     subscriber = request.subscriber
+    visitor_first = subscriber.call_order == CallOrder.VISITOR_FIRST
     return Claim(
         request_id=request.id,
         attempt_id=attempt.id,
