@@ -298,15 +298,6 @@ class Cluster:
         return worker
 
 
-def status_counts(sessions: sessionmaker[Session]) -> Counter[str]:
-    """How many requests are in each status: one query, cheap enough to poll."""
-    with sessions() as session:
-        rows = session.execute(
-            select(CallbackRequest.status, func.count()).group_by(CallbackRequest.status)
-        )
-        return Counter({status: count for status, count in rows})
-
-
 def add_business(
     sessions: sessionmaker[Session], slug: str, display_name: str, agents: list[str], port: int
 ) -> None:

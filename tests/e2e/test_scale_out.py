@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver.claims import IN_CALL
 from cbserver.models import CallbackRequest
 from cbserver.sipp import SipMessage, SippPeer
-from tests.e2e.harness import Tally, dials, free_ports, until
+from tests.e2e.harness import Tally, dials, free_ports, statuses, until
 from tests.e2e.nodes import (
     Cluster,
     InCallSampler,
@@ -28,7 +28,6 @@ from tests.e2e.nodes import (
     WorkerProcess,
     add_business,
     ask,
-    status_counts,
 )
 
 SLUG = "busy"
@@ -98,7 +97,7 @@ async def test_two_nodes_share_200_call_backs_and_one_killed_leaves_its_calls_to
     await worker_b.wait_registered()
 
     def logs() -> str:
-        return f"{status_counts(sessions)}\n{worker_a.log_tail()}\n{worker_b.log_tail()}"
+        return f"{statuses(sessions)}\n{worker_a.log_tail()}\n{worker_b.log_tail()}"
 
     started = time.monotonic()
     # Two web front ends, one per node, as behind a load balancer: each wakes its own worker.
@@ -107,7 +106,7 @@ async def test_two_nodes_share_200_call_backs_and_one_killed_leaves_its_calls_to
         for n, phone in enumerate(PHONES):
             ask(webs[n % 2], SLUG, phone)
         await until(
-            lambda: status_counts(sessions)["completed"] >= KILL_AT,
+            lambda: statuses(sessions)["completed"] >= KILL_AT,
             within=60,
             interval=0.05,
             message=logs,
@@ -116,7 +115,7 @@ async def test_two_nodes_share_200_call_backs_and_one_killed_leaves_its_calls_to
         killed_at = time.time()
         left_by_a = in_call_of(sessions, worker_a.name)
         await until(
-            lambda: status_counts(sessions)["completed"] == len(PHONES),
+            lambda: statuses(sessions)["completed"] == len(PHONES),
             within=90,
             interval=0.1,
             message=logs,
