@@ -447,7 +447,8 @@ class AgentFirstCall:
         await asyncio.sleep(self.settings.unreachable_seconds)
 
     async def abandon(self, reason: str) -> None:
-        """End the call now (the worker stops): hang up, and close the request honestly."""
+        """End the call now (the worker stops, or part of it went while the worker was away):
+        hang up, and close the request honestly."""
         if self.finished:
             return
         self.finished = True
@@ -505,7 +506,7 @@ class AgentFirstCall:
             return
         if owned.status == RequestStatus.CONNECTED:
             self.accepted = True
-            await self._end_while_away("the call ended while the worker was away")
+            await self.abandon("the call ended while the worker was away")
             return
         await self._resume_ringing(owned.status, agent, visitor)
 
@@ -515,7 +516,7 @@ class AgentFirstCall:
         if status == RequestStatus.DIALING_VISITOR:
             self.accepted = True
             if agent is None or visitor is None:
-                await self._end_while_away("a line ended while the worker was away")
+                await self.abandon("a line ended while the worker was away")
             elif visitor.state == UP:
                 # Answered just before the stop, or after the worker was back but before it
                 # looked (its StasisStart, still on its way, is then ignored). Asterisk hangs
@@ -533,12 +534,6 @@ class AgentFirstCall:
             with suppress(AriError):
                 await self.ari.stop_playback(f"{agent.id}-whisper")
             await self._agent_answered()
-
-    async def _end_while_away(self, text: str) -> None:
-        self.finished = True
-        await self._hang_up(self.channels)
-        await self._record(self._close, 0, text)
-        self._finish()
 
     async def _refuse_to_dial(self, exc: UnsafeNumber) -> None:
         """The stored number fails the dial-time check: hang up what rings, fail the request."""
@@ -601,7 +596,7 @@ class VisitorFirstCall(AgentFirstCall):
         self, status: RequestStatus, agent: Channel | None, visitor: Channel | None
     ) -> None:
         if visitor is None:
-            await self._end_while_away("the visitor's line ended while the worker was away")
+            await self.abandon("the visitor's line ended while the worker was away")
         elif status == RequestStatus.DIALING_VISITOR:
             if visitor.state == UP:
                 await self._take_up_visitor()
