@@ -116,8 +116,8 @@ class StasisApp:
                         self._stop_adopting()
                         self.connected.clear()
                     else:
-                        if announces_shutdown(item) and self.connected.is_set():
-                            self._shutting_down()
+                        if announces_shutdown(item):
+                            self.shutting_down()
                         if (call := self._call_for(item)) is not None:
                             queue = self._queues.get(call.request_id)
                             if queue is not None:
@@ -152,9 +152,11 @@ class StasisApp:
             self._adopting.cancel()
             self._adopting = None
 
-    def _shutting_down(self) -> None:
+    def shutting_down(self) -> None:
         """Asterisk hangs up its channels to stop: a request claimed now would spend an attempt
         on a refusal, so claiming waits for the connection to the Asterisk that comes back."""
+        if not self.connected.is_set():
+            return  # known already, or not connected at all
         log.warning("Asterisk is shutting down; claiming nothing until it is back")
         self.connected.clear()
         connection = self._connection

@@ -175,6 +175,10 @@ class AgentFirstCall:
         self._outage = OutageLog(log, f"request {self.request_id}: recording the call")
         # When the attempt ended, kept for a retry of _close (see there).
         self._closed_at: datetime | None = None
+        # Whether anything of this attempt was dialled: until then it can be given back.
+        self._dialled = False
+        # Set when Asterisk, shutting down, refused the attempt's first call (see _give_back).
+        self.refused_by_stopping_asterisk = False
 
     def _channel_for(self, leg: str) -> str:
         return channel_id(self.request_id, self.claim.attempt_number, leg)
@@ -291,6 +295,7 @@ class AgentFirstCall:
                     timeout=self.settings.agent_ring_seconds,
                     channel_id=self.agent_channel,
                 )
+                self._dialled = True
             except AriUnavailable as exc:
                 # Asterisk itself is away (stopped, restarting): no agent can be rung, and that
                 # is no agent's doing. The attempt fails and is retried by the rules.
@@ -302,12 +307,69 @@ class AgentFirstCall:
                 self._finish()
                 return
             except AriError as exc:
+                if await self._refused_while_shutting_down(exc):
+                    self.agent_channel = None
+                    await self._give_back()
+                    return
                 log.warning("request %s: ringing %s failed: %s", self.request_id, agent_name, exc)
                 last_cause, last_text = 0, f"could not ring {agent_name}: {exc.message}"
                 continue
             return
         self.agent_channel = None
         await self._no_agent_left(last_cause, last_text)
+
+    async def _refused_while_shutting_down(self, exc: AriError) -> bool:
+        """The attempt's first call was refused, and Asterisk makes no channel at all: it is
+        shutting down (or went away meanwhile). Nobody was rung, nobody answered."""
+        if self._dialled or exc.status != 500:
+            return False
+        try:
+            return not await self.ari.accepts_new_channels()
+        except AriUnavailable:
+            return True
+        except AriError:
+            return False
+
+    async def _give_back(self) -> None:
+        """Undo the attempt Asterisk refused while shutting down: it is no one's answer, so
+        the request waits for Asterisk with its attempts as they were."""
+        log.warning("request %s: Asterisk is shutting down; attempt given back", self.request_id)
+        self.refused_by_stopping_asterisk = True
+        reason = "Asterisk was shutting down; not counted as an attempt, tried when it is back"
+        if not await self._record(self._return_to_queue, reason):
+            await self._record(self._close, 0, reason[:100])
+        self._finish()
+
+    def _return_to_queue(self, reason: str) -> bool:
+        """False when the request moved meanwhile (canceled): the attempt is then closed."""
+        now = self.settings.clock.now()
+        with self.sessions() as session:
+            request = session.get_one(CallbackRequest, self.request_id)
+            given_back = self.claim.attempt_number - 1
+            if request.status == RequestStatus.RETRY_WAIT and request.attempt_count == given_back:
+                return True  # tried again after the database's answer was lost
+            if request.attempt_count != self.claim.attempt_number or (
+                request.status not in IN_CALL
+            ):
+                return False
+            try:
+                transition(
+                    session,
+                    request,
+                    RequestStatus.RETRY_WAIT,
+                    reason,
+                    now=now,
+                    due_at=now,
+                    claimed_by=None,
+                    lease_until=None,
+                    attempt_count=given_back,
+                )
+            except (StaleRequest, IllegalTransition):
+                session.rollback()
+                return False
+            session.delete(session.get_one(CallAttempt, self.attempt_id))
+            session.commit()
+            return True
 
     async def _no_agent_left(self, cause: int, cause_text: str) -> None:
         await self._record(self._close, cause, cause_text, "no_agent")
@@ -565,7 +627,12 @@ class VisitorFirstCall(AgentFirstCall):
                 timeout=self.settings.visitor_ring_seconds,
                 channel_id=self.visitor_channel,
             )
+            self._dialled = True
         except AriError as exc:
+            if await self._refused_while_shutting_down(exc):
+                self.visitor_channel = None
+                await self._give_back()
+                return
             await self._record(self._close, 0, f"originate failed: {exc.message}")
             self._finish()
 

@@ -152,6 +152,8 @@ class Worker:
 
         def ended(call: AgentFirstCall) -> None:
             app.remove(call)
+            if call.refused_by_stopping_asterisk:
+                app.shutting_down()
             self.wake()
 
         return ended

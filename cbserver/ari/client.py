@@ -311,6 +311,19 @@ class AriClient:
         )
         return Channel.from_json(data)
 
+    async def accepts_new_channels(self) -> bool:
+        """Whether Asterisk makes channels at all: a shutting-down Asterisk refuses each one
+        ("Allocation failed") until it is gone, while ARI still answers. Asked by making a
+        Local channel, never dialled, and hanging it up."""
+        try:
+            probe = await self.create_channel("Local/probe@cbserver-probe")
+        except AriError as exc:
+            if exc.status == 500:
+                return False
+            raise
+        await self._delete_if_exists(f"/channels/{_q(probe.id)}")
+        return True
+
     async def dial(
         self,
         channel_id: str,

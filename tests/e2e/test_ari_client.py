@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -99,6 +101,42 @@ async def test_event_stream_reconnects_after_asterisk_restarts(
         await recorder.wait_for(StasisStart, channel.id)
         await client.hangup(channel.id)
         await recorder.stop()
+
+
+async def test_asterisk_accepts_new_channels_until_it_begins_to_stop(
+    spare_asterisk: AsteriskInstance,
+) -> None:
+    async with AriClient(ari_config(spare_asterisk, app="stop-probe")) as client:
+        recorder = EventRecorder(client)
+        await recorder.start()
+        assert await client.accepts_new_channels()
+
+        async def no_channel() -> bool:
+            return await client.list_channels() == []
+
+        await until(no_channel, within=5, message="the probe's channels hung up")
+        # A call in progress holds a graceful stop open: Asterisk waits for it, refusing more.
+        held = await client.originate("Local/600@cbserver-agents", app="stop-probe")
+        await recorder.wait_for(StasisStart, held.id)
+        # The command waits for Asterisk to stop: it runs beside the test.
+        stopping = await asyncio.create_subprocess_exec(
+            *spare_asterisk.cli_command(["-rx", "core stop gracefully"])
+        )
+        try:
+
+            async def refusing() -> bool:
+                return not await client.accepts_new_channels()
+
+            await until(refusing, within=10, message="Asterisk refusing new channels")
+            with pytest.raises(AriServerError, match="Allocation failed"):
+                await client.originate("Local/600@cbserver-agents", app="stop-probe")
+            await client.hangup(held.id)
+            await until(lambda: spare_asterisk.pid() is None, message="Asterisk stopped")
+        finally:
+            await recorder.stop()
+            with contextlib.suppress(ProcessLookupError):
+                stopping.kill()  # a remote console may outlive the Asterisk it stopped
+            await stopping.wait()
 
 
 async def test_channel_variables_playback_moh_ring_and_dtmf(

@@ -1,15 +1,17 @@
-"""Fixtures for the command line's tests: settings from the environment, nothing else."""
+"""Fixtures for the command line's tests (settings from the environment, nothing else) and the
+call flows' database thread."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from cbserver.cli import main
+from cbserver.db import DatabaseThread
 
 Run = Callable[..., Result]
 
@@ -35,3 +37,11 @@ def cbserver(tmp_path: Path, no_outside_settings: None) -> Run:
         return runner.invoke(main, list(args), env=env, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[DatabaseThread]:
+    """The thread a call flow runs its database steps on."""
+    thread = DatabaseThread("test-calls")
+    yield thread
+    thread.close()

@@ -6,7 +6,7 @@ down every request; the database is real (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -104,8 +104,8 @@ def bridge(bridge_id: str, name: str, channels: tuple[str, ...]) -> Bridge:
     return Bridge.from_json({"id": bridge_id, "name": name, "channels": list(channels)})
 
 
-@pytest.fixture
-def shop(session: Session) -> Subscriber:
+def open_shop(session: Session) -> Subscriber:
+    """A business with two agents, anna then ben."""
     subscriber = Subscriber(
         slug="shop", display_name="Shop", country="US", caller_id="+12015550100"
     )
@@ -118,10 +118,8 @@ def shop(session: Session) -> Subscriber:
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[DatabaseThread]:
-    thread = DatabaseThread("test-calls")
-    yield thread
-    thread.close()
+def shop(session: Session) -> Subscriber:
+    return open_shop(session)
 
 
 @dataclass
