@@ -17,8 +17,9 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from cbserver.ari import AriClient, AriNotFound, Bridge, Channel
-from cbserver.claims import IN_CALL, Agents, Claim, active_agents, bridge_name, claim_of
+from cbserver.claims import IN_CALL, Claim, active_agents, bridge_name, claim_of
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus
+from cbserver.routing import Agents
 
 
 @dataclass(frozen=True)

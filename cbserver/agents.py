@@ -1,4 +1,4 @@
-"""Agents: adding and listing the SIP phones that take call-backs."""
+"""Agents: adding and listing the SIP phones that take call-backs, pausing and resuming them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cbserver.errors import FieldError
 from cbserver.models import Agent
 
+PAUSE_REASON_LENGTH = 100
 DTMF_MODES = ("rfc4733", "info", "inband", "auto", "auto_info")
 # "visitor" names the visitor's leg in a call-back's channel ids (claims.channel_id).
 RESERVED_NAMES = frozenset({"trunk", "anonymous", "cbserver", "visitor"})
@@ -81,3 +82,32 @@ def list_agents(session: Session, *, active_only: bool = False) -> list[Agent]:
     if active_only:
         query = query.where(Agent.active.is_(True))
     return list(session.scalars(query))
+
+
+def get_agent(session: Session, name: str) -> Agent:
+    agent = session.scalar(select(Agent).where(Agent.name == name))
+    if agent is None:
+        raise AgentError("name", f"no agent named {name!r}")
+    return agent
+
+
+def pause(session: Session, name: str, reason: str | None) -> Agent:
+    """The agent is offered no call-back until available again; a call under way goes on."""
+    reason = (reason or "").strip() or None
+    if reason is not None and len(reason) > PAUSE_REASON_LENGTH:
+        raise AgentError("reason", f"a pause reason is at most {PAUSE_REASON_LENGTH} characters")
+    agent = get_agent(session, name)
+    agent.paused = True
+    agent.pause_reason = reason
+    session.commit()
+    return agent
+
+
+def make_available(session: Session, name: str) -> Agent:
+    """Back from a pause, and done with any wrap-up: offered the next call-back."""
+    agent = get_agent(session, name)
+    agent.paused = False
+    agent.pause_reason = None
+    agent.wrap_up_until = None
+    session.commit()
+    return agent

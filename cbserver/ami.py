@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -194,9 +194,16 @@ class PresenceWatcher:
     database failure must not stop the worker's calls.
     """
 
-    def __init__(self, config: AmiConfig, store: PresenceStore) -> None:
+    def __init__(
+        self,
+        config: AmiConfig,
+        store: PresenceStore,
+        on_available: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
+        # Told when an agent's phone is free again: a call-back waiting for it may go now.
+        self.on_available = on_available
         self.stopped = False
         self._seen: dict[str, _AgentSeen] = {}
         self._recorded: dict[str, str | None] = {}
@@ -369,6 +376,8 @@ class PresenceWatcher:
         self._recording.succeeded()
         self._recorded[name] = presence
         log.info("presence: agent %s is %s", name, presence)
+        if presence == AVAILABLE and self.on_available is not None:
+            self.on_available()
 
 
 def _agent_of_device(device: str) -> str:

@@ -19,6 +19,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session, sessionmaker
 
+from cbserver import routing
 from cbserver.adoption import OnAsterisk, Owned
 from cbserver.ari import (
     AriClient,
@@ -222,6 +223,16 @@ class AgentFirstCall:
             session.commit()
             return True
 
+    def _hand_over(self, agent_id: int) -> bool:
+        """Hold ``agent_id`` for this call (the first agent is held from the claim on), and
+        free the one it held before; False when that agent is not available."""
+        with self.sessions() as session:
+            reserved = routing.hand_over(
+                session, agent_id, self.request_id, self.settings.clock.now()
+            )
+            session.commit()
+            return reserved
+
     def _visitor_call(self) -> tuple[str, str]:
         """The visitor's dial string (re-validated here, at dial time) and the caller ID."""
         return trunk_endpoint(self.visitor_phone), self.business_caller_id
@@ -247,6 +258,15 @@ class AgentFirstCall:
             ours = request.attempt_count == self.claim.attempt_number and (
                 request.status in IN_CALL
             )
+            if ours or request.status not in IN_CALL:
+                # Else another worker carries the request on, with an agent of its own.
+                routing.release(
+                    session,
+                    self.request_id,
+                    now,
+                    talked=connected,
+                    wrap_up_seconds=request.subscriber.wrap_up_seconds,
+                )
             try:
                 if ours and connected:
                     transition(
@@ -281,6 +301,8 @@ class AgentFirstCall:
         """Ring the next agent in order; when none is left, the attempt has failed."""
         while self.agents:
             agent_id, agent_name = self.agents.pop(0)
+            if not await self._record(self._hand_over, agent_id):
+                continue  # paused, offline or on another call since: the next one
             self.agent_channel = self._channel_for(agent_name)
             if self.agent_channel != self.claim.first_channel:
                 await self._record(
@@ -368,6 +390,7 @@ class AgentFirstCall:
                 session.rollback()
                 return False
             session.delete(session.get_one(CallAttempt, self.attempt_id))
+            routing.release(session, self.request_id, now, talked=False, wrap_up_seconds=0)
             session.commit()
             return True
 

@@ -13,13 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, select
-from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload
 
-from cbserver import audit, number_policy
+from cbserver import audit, number_policy, routing
 from cbserver.models import (
-    Agent,
-    AgentAssignment,
     CallAttempt,
     CallbackRequest,
     CallOrder,
@@ -29,6 +27,7 @@ from cbserver.models import (
     UtcDateTime,
 )
 from cbserver.number_policy import NumberRefused
+from cbserver.routing import Agents
 from cbserver.states import StaleRequest, transition, transition_all
 
 log = logging.getLogger("cbserver.claims")
@@ -37,10 +36,6 @@ IN_CALL = (RequestStatus.DIALING_AGENT, RequestStatus.DIALING_VISITOR, RequestSt
 # Candidates read beyond those wanted, in case another worker takes one first (SQLite has no
 # SKIP LOCKED).
 SPARE = 1
-
-
-# A subscriber's active agents in the order they are rung: (agent id, endpoint name).
-Agents = tuple[tuple[int, str], ...]
 
 
 @dataclass(frozen=True)
@@ -104,43 +99,15 @@ def promote_due(session: Session, now: datetime) -> int:
     return moved
 
 
-def _has_a_free_agent() -> ColumnElement[bool]:
-    """The candidate's subscriber has fewer calls under way than active agents.
-
-    Written as "not among the subscribers with every agent busy", a list computed once per
-    query from the few calls under way, never a count per waiting request."""
-    under_way = aliased(CallbackRequest)
-    agents = (
-        select(func.count())
-        .select_from(AgentAssignment)
-        .join(Agent, Agent.id == AgentAssignment.agent_id)
-        .where(AgentAssignment.subscriber_id == under_way.subscriber_id, Agent.active)
-        .scalar_subquery()
-    )
-    all_busy = (
-        select(under_way.subscriber_id)
-        .where(under_way.status.in_(IN_CALL))
-        .group_by(under_way.subscriber_id)
-        .having(func.count() >= agents)
-    )
-    staffed = (
-        select(AgentAssignment.agent_id)
-        .join(Agent, Agent.id == AgentAssignment.agent_id)
-        .where(AgentAssignment.subscriber_id == CallbackRequest.subscriber_id, Agent.active)
-        .exists()
-    )
-    # A business without an active agent keeps its line waiting rather than failing calls.
-    return and_(staffed, CallbackRequest.subscriber_id.not_in(all_busy))
-
-
 # Built once: building this statement costs more CPU than running it (measured, bench/).
-_FREE_AGENT = _has_a_free_agent()
+_NOW = bindparam("now", type_=UtcDateTime())
 _CANDIDATES = (
     select(CallbackRequest)
     .where(
         CallbackRequest.status == RequestStatus.QUEUED,
-        CallbackRequest.due_at <= bindparam("now", type_=UtcDateTime()),
-        _FREE_AGENT,
+        CallbackRequest.due_at <= _NOW,
+        # A business without an agent free now keeps its line waiting rather than failing.
+        routing.has_an_available_agent(_NOW),
     )
     .order_by(CallbackRequest.due_at, CallbackRequest.created_at, CallbackRequest.id)
     .limit(bindparam("candidates"))
@@ -176,7 +143,7 @@ def claim_due(
         return []
     agents_of: dict[int, Agents] = {}
     policy = _PolicyNow.read(session)
-    taken: list[tuple[CallbackRequest, CallAttempt]] = []
+    taken: list[tuple[CallbackRequest, CallAttempt, Agents]] = []
     for request in candidates:
         if len(taken) == most:
             break
@@ -193,6 +160,9 @@ def claim_due(
         if refusal is not None:
             _fail_unacceptable(session, request, refusal, worker_id, now)
             continue
+        agents = _offered(session, agents_of[subscriber_id], request.id, now)
+        if agents is None:
+            continue  # its business's agents were all taken meanwhile, in this batch or by others
         try:
             transition(
                 session,
@@ -200,7 +170,6 @@ def claim_due(
                 first_status(request),
                 f"taken by worker {worker_id}",
                 now=now,
-                only_if=_FREE_AGENT,
                 claimed_by=worker_id,
                 lease_until=now + lease,
                 attempt_count=request.attempt_count + 1,
@@ -208,17 +177,16 @@ def claim_due(
                 slot_start=None,
             )
         except StaleRequest:
-            # Taken by another worker first, or its business has no agent free any more.
-            # The UPDATE changed nothing, so the batch goes on in the same transaction.
+            # Taken by another worker first: its agent is free again, and the batch goes on in
+            # the same transaction.
+            routing.unreserve(session, agents[0][0], request.id)
             continue
-        attempt = _new_attempt(request, agents_of[subscriber_id], now)
+        attempt = _new_attempt(request, agents, now)
         session.add(attempt)
-        taken.append((request, attempt))
+        taken.append((request, attempt, agents))
     # One flush inserts every attempt (and event) of the batch and learns their ids.
     session.flush()
-    claims = [
-        claim_of(request, attempt, agents_of[request.subscriber_id]) for request, attempt in taken
-    ]
+    claims = [claim_of(request, attempt, agents) for request, attempt, agents in taken]
     session.commit()
     return claims
 
@@ -293,6 +261,15 @@ def _new_attempt(request: CallbackRequest, agents: Agents, now: datetime) -> Cal
     return attempt
 
 
+def _offered(session: Session, agents: Agents, request_id: str, now: datetime) -> Agents | None:
+    """The first of ``agents`` free to take the request, now reserved for it, then the others
+    in order (rung should it not answer); None when none of them is free."""
+    for n, (agent_id, _) in enumerate(agents):
+        if routing.reserve(session, agent_id, request_id, now):
+            return (agents[n], *agents[:n], *agents[n + 1 :])
+    return None
+
+
 def claim_of(request: CallbackRequest, attempt: CallAttempt, agents: Agents) -> Claim:
     """What the call of ``request``'s ``attempt`` needs, as the request stands."""
     subscriber = request.subscriber
@@ -310,15 +287,6 @@ def claim_of(request: CallbackRequest, attempt: CallAttempt, agents: Agents) -> 
     )
 
 
-_AGENTS = (
-    select(Agent.id, Agent.name)
-    .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
-    .where(AgentAssignment.subscriber_id == bindparam("subscriber_id"), Agent.active)
-    .order_by(AgentAssignment.priority, Agent.id)
-)
-
-
 def active_agents(session: Session, subscriber_id: int) -> Agents:
-    """The subscriber's active agents, in the order they are rung."""
-    rows = session.execute(_AGENTS, {"subscriber_id": subscriber_id})
-    return tuple((agent_id, name) for agent_id, name in rows)
+    """The subscriber's active agents, in the order they are offered a call."""
+    return routing.in_offer_order(session, subscriber_id)

@@ -18,7 +18,7 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import admin_tokens, audit, captcha, db, doctor, number_policy
+from cbserver import admin_tokens, audit, captcha, db, doctor, number_policy, routing
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
 from cbserver.ami import AmiConfig
@@ -30,7 +30,7 @@ from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours, week_from_text, week_to_text
-from cbserver.models import Agent, CallOrder, Subscriber
+from cbserver.models import Agent, CallOrder, Subscriber, utcnow
 from cbserver.nodes import WorkerNameTaken
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
@@ -243,14 +243,49 @@ def _print_sip_account(settings: Settings, name: str, password: str) -> None:
 @agent.command("list")
 @click.pass_obj
 def agent_list(obj: Context) -> None:
-    """List agents."""
+    """List agents with their state: available, paused, on_call, wrap_up or offline."""
+    now = utcnow()
     with obj.upgraded_sessions()() as session:
         for item in agents_service.list_agents(session):
             kind = f"contact {item.contact}" if item.contact else "registers"
-            state = "active" if item.active else "inactive"
+            state = routing.state_of(item, now).value if item.active else "inactive"
+            if item.paused and item.pause_reason:
+                state += f" ({item.pause_reason})"
             # Presence as the worker last saw it over AMI; nothing until it has seen any.
-            seen = f" {item.presence} since {_when(item.presence_at)}" if item.presence else ""
-            click.echo(f"{item.name:<20} {state:<8} dtmf={item.dtmf_mode:<8} {kind}{seen}")
+            seen = (
+                f" phone {item.presence} since {_when(item.presence_at)}" if item.presence else ""
+            )
+            click.echo(f"{item.name:<20} {state:<10} dtmf={item.dtmf_mode:<8} {kind}{seen}")
+
+
+@agent.command("pause")
+@click.argument("name")
+@click.option("--reason", help="Shown beside the state (at most 100 characters).")
+@click.pass_obj
+def agent_pause(obj: Context, name: str, reason: str | None) -> None:
+    """Offer the agent no call-back until it is available again; a call under way goes on."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            agents_service.pause(session, name, reason)
+        except agents_service.AgentError as exc:
+            _fail(str(exc))
+        why = f": {reason}" if reason else ""
+        _record(session, "agent_paused", f"paused agent {name}{why}")
+    click.echo(f"Agent {name!r} paused{why}.")
+
+
+@agent.command("available")
+@click.argument("name")
+@click.pass_obj
+def agent_available(obj: Context, name: str) -> None:
+    """End the agent's pause or wrap-up: it is offered the next call-back."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            agents_service.make_available(session, name)
+        except agents_service.AgentError as exc:
+            _fail(str(exc))
+        _record(session, "agent_available", f"agent {name} is available")
+    click.echo(f"Agent {name!r} is available.")
 
 
 @agent.command("assign")
@@ -365,6 +400,14 @@ def subscriber_group() -> None:
     help="Seconds between attempts, 30 to 86400.",
 )
 @click.option(
+    "--wrap-up-seconds",
+    type=int,
+    default=0,
+    show_default=True,
+    help="After a call-back an agent talked in, seconds before they are offered the next "
+    "(for notes), 0 to 3600.",
+)
+@click.option(
     "--allowed-countries",
     default="",
     help="Countries visitors' numbers may be in, like US,CA (default: --country only).",
@@ -386,6 +429,7 @@ def subscriber_add(
     call_order: str,
     max_attempts: int,
     retry_interval_seconds: int,
+    wrap_up_seconds: int,
     allowed_countries: str,
     allowed_origins: str,
 ) -> None:
@@ -403,6 +447,7 @@ def subscriber_add(
                 call_order=call_order,
                 max_attempts=max_attempts,
                 retry_interval_seconds=retry_interval_seconds,
+                wrap_up_seconds=wrap_up_seconds,
                 allowed_countries=allowed_countries,
                 allowed_origins=allowed_origins,
             )
@@ -442,6 +487,12 @@ def subscriber_add(
     "--retry-rules",
     help='Retry rules per outcome as JSON, like \'{"visitor_busy": {"max_attempts": 5}}\'.',
 )
+@click.option(
+    "--wrap-up-seconds",
+    type=int,
+    help="After a call-back an agent talked in, seconds before they are offered the next "
+    "(for notes), 0 to 3600.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
 @click.pass_obj
 def subscriber_schedule(
@@ -457,9 +508,11 @@ def subscriber_schedule(
     booking_days: int | None,
     deadline_days: int | None,
     retry_rules: str | None,
+    wrap_up_seconds: int | None,
     as_json: bool,
 ) -> None:
-    """Show or change when a subscriber takes call-backs: hours, slots, deadlines, retries."""
+    """Show or change when a subscriber takes call-backs: hours, slots, deadlines, retries,
+    the agents' wrap-up."""
     with obj.upgraded_sessions()() as session:
         try:
             subscriber = subscribers_service.get_subscriber(session, slug)
@@ -475,6 +528,7 @@ def subscriber_schedule(
                 "slot_minutes": slot_minutes,
                 "booking_days": booking_days,
                 "deadline_days": deadline_days,
+                "wrap_up_seconds": wrap_up_seconds,
             }
             changes.update({k: v for k, v in options.items() if v is not None})
             if slot_capacity is not None:
@@ -520,10 +574,17 @@ def _print_schedule(slug: str, shown: dict[str, Any]) -> None:
         ["deadline", f"end of the day {shown['deadline_days']} day(s) after the request's day"],
         ["retries", retries],
         ["retry rules", rules],
+        ["wrap-up", _wrap_up_text(shown["wrap_up_seconds"])],
     ]
     click.echo(f"Schedule of {slug!r} ({shown['time_zone']}):")
     for label, value in rows:
         click.echo(f"  {label:<14} {value}")
+
+
+def _wrap_up_text(seconds: int) -> str:
+    if seconds == 0:
+        return "none: an agent is offered the next call-back at once"
+    return f"{seconds} s after a call-back the agent talked in"
 
 
 def _schedule_changes(

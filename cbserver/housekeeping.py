@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, select, union_all, update
 from sqlalchemy.orm import Session
 
-from cbserver import audit
+from cbserver import audit, routing
 from cbserver.callflow import retry_or_give_up
 from cbserver.claims import IN_CALL, LEASE
 from cbserver.models import (
@@ -133,6 +133,13 @@ def release_stale_claims(session: Session, now: datetime, spare: str | None = No
         except StaleRequest:
             session.rollback()
             continue
+        routing.release(
+            session,
+            request.id,
+            now,
+            talked=request.status == RequestStatus.COMPLETED,
+            wrap_up_seconds=request.subscriber.wrap_up_seconds,
+        )
         session.commit()
         released += 1
         log.warning("request %s: released from worker %s, whose lease ran out", request.id, owner)

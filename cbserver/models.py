@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -123,6 +124,14 @@ class Agent(Base):
     # None until seen.
     presence: Mapped[str | None] = mapped_column(String(20))
     presence_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Set by the agent (console or CLI): offered nothing until available again.
+    paused: Mapped[bool] = mapped_column(default=False, server_default=false())
+    pause_reason: Mapped[str | None] = mapped_column(String(100))
+    # The call-back request this agent is rung for or talks in: one at a time (see routing.py).
+    on_call: Mapped[str | None] = mapped_column(String(36), index=True)
+    wrap_up_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When the agent's last call-back ended; None: none yet, the longest idle of all.
+    idle_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, contact={self.contact!r})"
@@ -144,6 +153,8 @@ class Subscriber(Base):
     call_order: Mapped[str] = mapped_column(String(16), default=CallOrder.AGENT_FIRST.value)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     retry_interval_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    # After a call-back an agent talked in, this long before the next is offered (notes).
+    wrap_up_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     whisper_prompt: Mapped[str | None] = mapped_column(String(200))
     # Comma-separated ISO countries; empty means the subscriber's own country only.
     allowed_countries: Mapped[str] = mapped_column(String(200), default="")

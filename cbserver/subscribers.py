@@ -27,6 +27,7 @@ LANGUAGES = ("en", "de")
 CALL_ORDERS = tuple(order.value for order in CallOrder)
 MAX_ATTEMPTS = (1, 10)
 RETRY_INTERVAL_SECONDS = (30, 86400)
+WRAP_UP_SECONDS = (0, 3600)
 PRIORITY = (0, 1000)
 MAX_DISPLAY_NAME = 120
 MAX_TIME_ZONE = 64
@@ -210,6 +211,7 @@ def add_subscriber(
     call_order: str = CallOrder.AGENT_FIRST.value,
     max_attempts: int = 3,
     retry_interval_seconds: int = 300,
+    wrap_up_seconds: int = 0,
     allowed_countries: str = "",
     allowed_origins: str = "",
 ) -> Subscriber:
@@ -228,6 +230,9 @@ def add_subscriber(
             RETRY_INTERVAL_SECONDS,
             "retry_interval_seconds",
             "the retry interval in seconds",
+        ),
+        wrap_up_seconds=_in_range(
+            wrap_up_seconds, WRAP_UP_SECONDS, "wrap_up_seconds", "the wrap-up time in seconds"
         ),
         allowed_countries=validate_allowed_countries(allowed_countries),
         allowed_origins=validate_allowed_origins(allowed_origins),
@@ -355,6 +360,7 @@ SCHEDULE_FIELDS = (
     "booking_days",
     "deadline_days",
     "retry_rules",
+    "wrap_up_seconds",
 )
 OUTSIDE_HOURS = tuple(choice.value for choice in OutsideHours)
 
@@ -374,6 +380,8 @@ def schedule_of(subscriber: Subscriber) -> dict[str, Any]:
         "max_attempts": subscriber.max_attempts,
         "retry_interval_seconds": subscriber.retry_interval_seconds,
         "retry_rules": subscriber.retry_rules or {},
+        # 0: the agent is offered the next call-back as soon as one ends.
+        "wrap_up_seconds": subscriber.wrap_up_seconds,
     }
 
 
@@ -402,6 +410,7 @@ def set_schedule(
         "slot_minutes": (SLOT_MINUTES, "the slot length in minutes"),
         "booking_days": (BOOKING_DAYS, "the booking window in days"),
         "deadline_days": (DEADLINE_DAYS, "the days a request may wait past its day"),
+        "wrap_up_seconds": (WRAP_UP_SECONDS, "the wrap-up time in seconds"),
     }
     for name, (bounds, what) in numbers.items():
         if name in changes:

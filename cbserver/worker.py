@@ -389,7 +389,7 @@ class Worker:
             return
         thread = DatabaseThread("cbserver-presence")
         store = DatabasePresenceStore(self.sessions, thread, self.clock)
-        watching = asyncio.create_task(PresenceWatcher(self.ami, store).run())
+        watching = asyncio.create_task(PresenceWatcher(self.ami, store, self.wake).run())
         try:
             yield
         finally:

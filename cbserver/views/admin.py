@@ -55,6 +55,7 @@ SUBSCRIBER_OPTIONS = (
     "call_order",
     "max_attempts",
     "retry_interval_seconds",
+    "wrap_up_seconds",
 )
 # A comma-separated string, as the command line takes them, or a JSON array of strings.
 SUBSCRIBER_LISTS = ("allowed_countries", "allowed_origins")
@@ -217,6 +218,7 @@ def _subscriber_json(subscriber: Subscriber) -> dict[str, Any]:
         "call_order": subscriber.call_order,
         "max_attempts": subscriber.max_attempts,
         "retry_interval_seconds": subscriber.retry_interval_seconds,
+        "wrap_up_seconds": subscriber.wrap_up_seconds,
         "whisper_prompt": subscriber.whisper_prompt,
         # Empty: the subscriber's own country only.
         "allowed_countries": [c for c in subscriber.allowed_countries.split(",") if c],
@@ -334,7 +336,8 @@ def get_schedule(slug: str) -> Response:
 
 @blueprint.patch("/subscribers/<slug>/schedule")
 def change_schedule(slug: str) -> Response:
-    """Opening hours, slots, deadlines and retry rules; fields left out stay as they are."""
+    """Opening hours, slots, deadlines, retry rules and the agents' wrap-up time; fields left
+    out stay as they are."""
     session = db_session()
     subscriber = _subscriber(session, slug)
     body = _body()

@@ -490,6 +490,11 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "call_order": _nullable_enum(subscribers.CALL_ORDERS),
             "max_attempts": _whole(subscribers.MAX_ATTEMPTS, nullable=True),
             "retry_interval_seconds": _whole(subscribers.RETRY_INTERVAL_SECONDS, nullable=True),
+            "wrap_up_seconds": {
+                **_whole(subscribers.WRAP_UP_SECONDS, nullable=True),
+                "description": "after a call-back an agent talked in, the time before they are "
+                "offered the next (for notes); default 0",
+            },
             "allowed_countries": {
                 **_TEXT_OR_LIST,
                 "description": "ISO countries visitors' numbers may be in; default: country",
@@ -512,6 +517,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "call_order",
             "max_attempts",
             "retry_interval_seconds",
+            "wrap_up_seconds",
             "allowed_countries",
             "allowed_origins",
             "active",
@@ -528,6 +534,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "call_order": _TEXT,
             "max_attempts": {"type": "integer"},
             "retry_interval_seconds": {"type": "integer"},
+            "wrap_up_seconds": {"type": "integer"},
             "whisper_prompt": _NULLABLE_TEXT,
             "allowed_countries": {
                 "type": "array",
@@ -677,6 +684,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "max_attempts",
             "retry_interval_seconds",
             "retry_rules",
+            "wrap_up_seconds",
         ],
         "properties": {
             "time_zone": _TEXT,
@@ -692,6 +700,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "max_attempts": {"type": "integer"},
             "retry_interval_seconds": {"type": "integer"},
             "retry_rules": _ref("RetryRules"),
+            "wrap_up_seconds": {"type": "integer", "description": "0: no wrap-up"},
         },
     },
     "AdminScheduleChange": {
@@ -721,6 +730,11 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "retry_rules": {
                 "anyOf": [_ref("RetryRules"), {"type": "null"}],
                 "description": "null or {}: the subscriber's max_attempts and retry interval",
+            },
+            "wrap_up_seconds": {
+                **_whole(subscribers.WRAP_UP_SECONDS),
+                "description": "after a call-back an agent talked in, the time before they are "
+                "offered the next (for notes); 0: none",
             },
         },
     },

@@ -48,7 +48,7 @@ class Business:
 def plumber(sessions: sessionmaker[Session], request: pytest.FixtureRequest) -> Iterator[Business]:
     """A business served by agent alice; a slug of its own, as the e2e database is shared.
     What it leaves waiting (a retry not yet due) is canceled after the test: no later test's
-    worker may ring alice for it."""
+    worker may ring alice for it, and alice is free."""
     slug = f"flow-{abs(hash(request.node.name)) % 10**8}"
     with sessions() as session:
         subscriber = Subscriber(slug=slug, display_name="Plumber", country="US", caller_id=BUSINESS)
@@ -59,6 +59,9 @@ def plumber(sessions: sessionmaker[Session], request: pytest.FixtureRequest) -> 
         subscriber_id = subscriber.id
     yield Business(slug)
     with sessions() as session:
+        theirs = select(CallbackRequest.id).where(CallbackRequest.subscriber_id == subscriber_id)
+        # Canceled behind its call's back: the agent it held is free for the next test.
+        session.execute(update(Agent).where(Agent.on_call.in_(theirs)).values(on_call=None))
         session.execute(
             update(CallbackRequest)
             .where(

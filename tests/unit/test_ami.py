@@ -101,7 +101,8 @@ def test_a_contacts_aor_is_read_from_its_id() -> None:
 
 async def test_watcher_records_only_changes_and_ignores_what_is_not_an_agent() -> None:
     store = FakeStore("alice", "bob")
-    watcher = PresenceWatcher(CONFIG, store)
+    woken: list[tuple[str, str]] = []
+    watcher = PresenceWatcher(CONFIG, store, lambda: woken.append(store.writes[-1]))
     # Asterisk at login: alice has a fixed contact (not listed: PJSIPShowContacts lists
     # registrations only) and is idle; bob has not registered.
     await watcher.reseed(
@@ -137,6 +138,8 @@ async def test_watcher_records_only_changes_and_ignores_what_is_not_an_agent() -
         ("alice", "available"),
     ]
     assert set(store.presence) == {"alice", "bob"}
+    # A phone free again may take a waiting call-back: the worker is told each time.
+    assert woken == [("alice", "available"), ("bob", "available"), ("alice", "available")]
 
 
 async def test_a_registered_phone_with_one_contact_left_stays_available() -> None:
@@ -245,8 +248,10 @@ def test_agent_list_shows_presence_and_since_when_once_seen(cbserver: Run, tmp_p
 
     alice_line, bob_line = cbserver("agent", "list").stdout.splitlines()
 
-    assert alice_line.split()[-5:] == [
+    assert alice_line.split()[1] == "on_call", "her phone is busy with a call of its own"
+    assert alice_line.split()[-6:] == [
         "sip:alice@127.0.0.1:5070",
+        "phone",
         "in_use",
         "since",
         "2026-11-28",

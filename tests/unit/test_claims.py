@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import number_policy
+from cbserver import number_policy, routing
 from cbserver.agents import add_agent
 from cbserver.claims import LEASE, claim_due, claim_next, promote_due
 from cbserver.intake import Submission, submit
@@ -210,6 +210,7 @@ def test_a_subscriber_never_has_more_calls_under_way_than_active_agents(
     )
     request = session.get_one(CallbackRequest, first)
     transition(session, request, RequestStatus.RETRY_WAIT, "busy", due_at=NOW + timedelta(hours=1))
+    routing.release(session, first, NOW, talked=False, wrap_up_seconds=0)  # as the call ends
     session.commit()
     claim = claim_next(session, "worker-a", NOW + timedelta(seconds=3))
     assert claim is not None

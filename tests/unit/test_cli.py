@@ -53,7 +53,7 @@ def test_agent_with_contact_is_added_and_listed(cbserver) -> None:
     [line] = listed.stdout.splitlines()
     assert line.split() == [
         "alice",
-        "active",
+        "available",
         "dtmf=rfc4733",
         "contact",
         "sip:alice@127.0.0.1:5070",
@@ -204,8 +204,12 @@ def test_no_subscribers_says_so(cbserver) -> None:
         (("acme", *ACME, "--max-attempts", "0"), "attempts must be a whole number from 1 to 10"),
         (("acme", *ACME, "--allowed-origins", "ftp://x"), "origin 'ftp://x' is not a web origin"),
         (("acme", *BETA[:4], "--caller-id", "12345"), "caller ID '12345' is not a valid phone"),
+        (
+            ("acme", *ACME, "--wrap-up-seconds", "3601"),
+            "the wrap-up time in seconds must be a whole number from 0 to 3600",
+        ),
     ],
-    ids=["slug", "time_zone", "max_attempts", "allowed_origins", "caller_id"],
+    ids=["slug", "time_zone", "max_attempts", "allowed_origins", "caller_id", "wrap_up_seconds"],
 )
 def test_refused_subscriber_fails_naming_the_rule(cbserver, args, message: str) -> None:
     result = cbserver("subscriber", "add", *args)
@@ -484,6 +488,22 @@ def test_a_schedule_is_written_as_on_a_shop_door_and_shown_back(cbserver) -> Non
     assert "a place per active agent" in again.stdout
 
 
+def test_the_wrap_up_time_is_set_changed_and_shown(cbserver) -> None:
+    added = cbserver("subscriber", "add", "acme", *ACME, "--wrap-up-seconds", "120")
+    assert added.exit_code == 0, added.output
+
+    shown = cbserver("subscriber", "schedule", "acme")
+    assert "  wrap-up        120 s after a call-back the agent talked in\n" in shown.stdout
+    as_json = json.loads(cbserver("subscriber", "schedule", "acme", "--json").stdout)
+    assert as_json["wrap_up_seconds"] == 120
+    changed = cbserver("subscriber", "schedule", "acme", "--wrap-up-seconds", "0")
+    assert changed.exit_code == 0, changed.output
+    assert changed.stdout.startswith("Schedule of 'acme' changed.\n")
+    assert "  wrap-up        none: an agent is offered the next call-back at once\n" in (
+        changed.stdout
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -495,6 +515,10 @@ def test_a_schedule_is_written_as_on_a_shop_door_and_shown_back(cbserver) -> Non
         (("--retry-rules", "{"), "--retry-rules: not valid JSON"),
         (("--retry-rules", '{"busy": {}}'), "'busy' is not an outcome"),
         (("--closed", "2026-12-25"), "dated exceptions need weekly hours"),
+        (
+            ("--wrap-up-seconds", "-5"),
+            "the wrap-up time in seconds must be a whole number from 0 to 3600",
+        ),
     ],
 )
 def test_a_bad_schedule_fails_saying_what_is_wrong(cbserver, args, message: str) -> None:

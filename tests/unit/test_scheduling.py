@@ -512,7 +512,7 @@ MONDAY_9 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # Tuesday 09:00 Berlin: Mond
 def test_two_workers_never_exceed_the_active_agents(
     sessions: sessionmaker[Session], shop: Subscriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cbserver import claims
+    from cbserver import claims, routing
 
     with sessions() as setup:
         ben = setup.scalars(select(AgentAssignment).where(AgentAssignment.priority >= 0)).all()[1]
@@ -524,7 +524,7 @@ def test_two_workers_never_exceed_the_active_agents(
     first_look = claims.active_agents
     racing = {"done": False}
 
-    def another_worker_claims_meanwhile(session: Session, subscriber_id: int) -> claims.Agents:
+    def another_worker_claims_meanwhile(session: Session, subscriber_id: int) -> routing.Agents:
         if not racing["done"]:
             racing["done"] = True
             with sessions() as other:

@@ -17,6 +17,8 @@ from cbserver.subscribers import (
     assign_agent,
     get_subscriber,
     list_subscribers,
+    schedule_of,
+    set_schedule,
     unassign_agent,
 )
 
@@ -59,6 +61,7 @@ def test_subscriber_is_stored_with_normalised_values(session: Session) -> None:
         call_order="visitor_first",
         max_attempts=10,
         retry_interval_seconds=30,
+        wrap_up_seconds=3600,
         allowed_countries=" us, ca ,US,",
         allowed_origins="https://WWW.Example.com/, http://localhost:8000,https://www.example.com:443",
     )
@@ -75,6 +78,7 @@ def test_subscriber_is_stored_with_normalised_values(session: Session) -> None:
     assert stored.call_order == "visitor_first"
     assert stored.max_attempts == 10
     assert stored.retry_interval_seconds == 30
+    assert stored.wrap_up_seconds == 3600
     assert stored.allowed_countries == "US,CA"
     assert stored.allowed_country_list == ["US", "CA"]
     assert stored.allowed_origins == "https://www.example.com,http://localhost:8000"
@@ -89,6 +93,7 @@ def test_defaults_apply_and_each_subscriber_gets_its_own_widget_key(session: Ses
 
     assert (acme.time_zone, acme.language, acme.call_order) == ("UTC", "en", "agent_first")
     assert (acme.max_attempts, acme.retry_interval_seconds) == (3, 300)
+    assert acme.wrap_up_seconds == 0, "no wrap-up unless asked for"
     assert (acme.allowed_countries, acme.allowed_origins) == ("", "")
     assert acme.allowed_country_list == ["US"]
     assert acme.widget_key != other.widget_key
@@ -133,6 +138,9 @@ def test_duplicate_slug_is_refused_and_nothing_stored(session: Session) -> None:
         ({"max_attempts": 11}, "max_attempts", "from 1 to 10"),
         ({"retry_interval_seconds": 5}, "retry_interval_seconds", "from 30 to 86400"),
         ({"retry_interval_seconds": 86401}, "retry_interval_seconds", "from 30 to 86400"),
+        ({"wrap_up_seconds": -1}, "wrap_up_seconds", "wrap-up time in seconds must be"),
+        ({"wrap_up_seconds": 3601}, "wrap_up_seconds", "from 0 to 3600"),
+        ({"wrap_up_seconds": True}, "wrap_up_seconds", "from 0 to 3600"),
         ({"allowed_countries": "US,ZZ"}, "allowed_countries", "'ZZ' is not an ISO 3166"),
         ({"allowed_origins": "ftp://x"}, "allowed_origins", "'ftp://x' is not a web origin"),
         ({"allowed_origins": "https://x.example/path"}, "allowed_origins", "no path"),
@@ -183,6 +191,30 @@ def test_unknown_subscriber_is_named(session: Session) -> None:
         get_subscriber(session, "nobody")
 
     assert caught.value.field == "subscriber"
+
+
+def test_the_wrap_up_time_is_changed_and_shown_with_the_schedule(session: Session) -> None:
+    add_acme(session)
+
+    set_schedule(session, "acme", {"wrap_up_seconds": 90})
+
+    session.expire_all()
+    assert schedule_of(get_subscriber(session, "acme"))["wrap_up_seconds"] == 90
+
+
+@pytest.mark.parametrize("seconds", [-1, 3601, "60"])
+def test_a_wrap_up_time_out_of_range_is_refused_and_nothing_changed(
+    session: Session, seconds: object
+) -> None:
+    add_acme(session, wrap_up_seconds=30)
+
+    with pytest.raises(SubscriberError, match="must be a whole number from 0 to 3600") as caught:
+        set_schedule(session, "acme", {"wrap_up_seconds": seconds, "slot_minutes": 30})
+
+    assert caught.value.field == "wrap_up_seconds"
+    session.expire_all()
+    acme = get_subscriber(session, "acme")
+    assert (acme.wrap_up_seconds, acme.slot_minutes) == (30, 15)
 
 
 # --- assigning agents ----------------------------------------------------------------------

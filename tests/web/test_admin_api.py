@@ -258,6 +258,7 @@ def test_a_subscriber_is_created_listed_and_shown(admin: Admin) -> None:
     assert shown["allowed_origins"] == ["https://bolt.example", "https://www.bolt.example"]
     assert shown["allowed_countries"] == []
     assert (shown["max_attempts"], shown["retry_interval_seconds"]) == (3, 300)
+    assert shown["wrap_up_seconds"] == 0
     assert shown["agents"] == []
     assert len(shown["widget_key"]) >= 40  # once, as `cbserver subscriber add` prints it
 
@@ -266,6 +267,14 @@ def test_a_subscriber_is_created_listed_and_shown(admin: Admin) -> None:
     again = body(admin.get("/subscribers/bolt"))
     assert again == {k: v for k, v in shown.items() if k != "widget_key"}
     assert shown["widget_key"] not in "".join(admin.bodies[1:])
+
+
+def test_a_subscriber_is_created_with_a_wrap_up_time(admin: Admin) -> None:
+    created = admin.post("/subscribers", json={**NEW_SUBSCRIBER, "wrap_up_seconds": 3600})
+
+    assert body(created, 201)["wrap_up_seconds"] == 3600
+    assert body(admin.get("/subscribers/bolt"))["wrap_up_seconds"] == 3600
+    assert body(admin.get("/subscribers/bolt/schedule"))["wrap_up_seconds"] == 3600
 
 
 def test_lists_given_as_text_are_taken_as_the_cli_takes_them(admin: Admin) -> None:
@@ -288,6 +297,8 @@ def test_lists_given_as_text_are_taken_as_the_cli_takes_them(admin: Admin) -> No
         ({"time_zone": "Mars/Olympus"}, "time_zone", "IANA"),
         ({"language": "fr"}, "language", "one of en, de"),
         ({"max_attempts": 0}, "max_attempts", "from 1 to 10"),
+        ({"wrap_up_seconds": -1}, "wrap_up_seconds", "wrap_up_seconds must be a whole number"),
+        ({"wrap_up_seconds": 3601}, "wrap_up_seconds", "from 0 to 3600"),
         ({"allowed_origins": ["ftp://x.example"]}, "allowed_origins", "web origin"),
     ],
 )
@@ -309,6 +320,7 @@ def test_a_refused_subscriber_is_422_naming_the_field(
         ({**NEW_SUBSCRIBER, "max_attempts": "3"}, "wrong_type", "max_attempts"),
         ({**NEW_SUBSCRIBER, "max_attempts": True}, "wrong_type", "max_attempts"),
         ({**NEW_SUBSCRIBER, "max_attempts": 3.0}, "wrong_type", "max_attempts"),
+        ({**NEW_SUBSCRIBER, "wrap_up_seconds": "60"}, "wrong_type", "wrap_up_seconds"),
         ({**NEW_SUBSCRIBER, "display_name": 7}, "wrong_type", "display_name"),
         ({**NEW_SUBSCRIBER, "allowed_origins": [1]}, "wrong_type", "allowed_origins"),
     ],

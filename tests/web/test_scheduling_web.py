@@ -472,6 +472,7 @@ def test_an_admin_reads_and_changes_the_schedule(admin: Admin, client: FlaskClie
         "max_attempts": 3,
         "retry_interval_seconds": 300,
         "retry_rules": {},
+        "wrap_up_seconds": 0,
     }
     changed = admin.call(
         "PATCH",
@@ -528,6 +529,26 @@ def test_a_schedule_number_out_of_range_is_422(admin: Admin) -> None:
     problem = error(response, 422)
     assert problem["field"] == "booking_days"
     assert "from 1 to 60" in problem["message"]
+
+
+def test_an_admin_changes_the_wrap_up_time(admin: Admin) -> None:
+    changed = admin.call("PATCH", "/subscribers/acme/schedule", json={"wrap_up_seconds": 120})
+    assert changed.status_code == 200, changed.text
+    assert changed.json is not None
+    assert changed.json["wrap_up_seconds"] == 120
+    assert admin.get("/subscribers/acme/schedule").json == changed.json
+    assert admin.get("/subscribers/acme").json["wrap_up_seconds"] == 120  # type: ignore[index]
+
+
+@pytest.mark.parametrize("seconds", [-1, 3601])
+def test_a_wrap_up_time_out_of_range_is_422_naming_the_field(admin: Admin, seconds: int) -> None:
+    response = admin.call("PATCH", "/subscribers/acme/schedule", json={"wrap_up_seconds": seconds})
+    problem = error(response, 422)
+    assert problem["field"] == "wrap_up_seconds"
+    assert "wrap_up_seconds must be a whole number from 0 to 3600" in problem["message"]
+    unchanged = admin.get("/subscribers/acme/schedule").json
+    assert unchanged is not None
+    assert unchanged["wrap_up_seconds"] == 0
 
 
 @pytest.mark.usefixtures("bolt")

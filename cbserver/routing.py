@@ -1,0 +1,152 @@
+"""Which agent takes a call-back: agents' states, the longest-idle agent first, one at a time.
+
+An agent is offered a call-back only when active, not paused, on no other call-back, past
+the wrap-up of the last one and, as far as AMI tells (``presence``), with a phone registered
+and not on a call of its own. Among a subscriber's agents, the lowest priority group is
+offered first; within a group, the agent idle the longest.
+
+The offer is a conditional UPDATE of the agent's row (``on_call``), re-checked by the
+database against the row as it stands: two workers never give one agent two call-backs, even
+for two businesses sharing that agent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from cbserver.ami import AVAILABLE, IN_USE, OFFLINE, RINGING
+from cbserver.models import Agent, AgentAssignment, CallbackRequest, UtcDateTime
+
+# An agent: (id, name), the name also the PJSIP endpoint.
+Agents = tuple[tuple[int, str], ...]
+
+
+class AgentState(StrEnum):
+    AVAILABLE = "available"
+    PAUSED = "paused"
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    OFFLINE = "offline"
+
+
+def available(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
+    """The agent may be offered a call-back at ``now``."""
+    return and_(
+        Agent.active,
+        Agent.paused.is_(False),
+        Agent.on_call.is_(None),
+        or_(Agent.wrap_up_until.is_(None), Agent.wrap_up_until <= now),
+        # Presence as ami.py records it; unknown (never seen, or no AMI) holds no call back.
+        or_(Agent.presence.is_(None), Agent.presence == AVAILABLE),
+    )
+
+
+def state_of(agent: Agent, now: datetime) -> AgentState:
+    """What the agent's console and the agent list show."""
+    if agent.on_call is not None or agent.presence in (RINGING, IN_USE):
+        return AgentState.ON_CALL
+    if agent.presence == OFFLINE:
+        return AgentState.OFFLINE
+    if agent.paused:
+        return AgentState.PAUSED
+    if agent.wrap_up_until is not None and agent.wrap_up_until > now:
+        return AgentState.WRAP_UP
+    return AgentState.AVAILABLE
+
+
+def has_an_available_agent(now: ColumnElement[datetime]) -> ColumnElement[bool]:
+    """The candidate request's subscriber has an agent who may be offered it now."""
+    return (
+        select(AgentAssignment.agent_id)
+        .join(Agent, Agent.id == AgentAssignment.agent_id)
+        .where(AgentAssignment.subscriber_id == CallbackRequest.subscriber_id, available(now))
+        .exists()
+    )
+
+
+_IN_OFFER_ORDER = (
+    select(Agent.id, Agent.name)
+    .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
+    .where(AgentAssignment.subscriber_id == bindparam("subscriber_id"), Agent.active)
+    .order_by(AgentAssignment.priority, Agent.idle_since.asc().nulls_first(), Agent.id)
+)
+
+
+def in_offer_order(session: Session, subscriber_id: int) -> Agents:
+    """The subscriber's active agents, busy or not, in the order they are offered a call."""
+    rows = session.execute(_IN_OFFER_ORDER, {"subscriber_id": subscriber_id})
+    return tuple((agent_id, name) for agent_id, name in rows)
+
+
+_NOW = bindparam("now", type_=UtcDateTime())
+_RESERVE = (
+    update(Agent)
+    .where(Agent.id == bindparam("agent_id"), available(_NOW))
+    .values(on_call=bindparam("request_id"))
+    .execution_options(synchronize_session=False)
+)
+# Reserving an agent the request holds already changes nothing, and succeeds.
+_HOLD = (
+    update(Agent)
+    .where(
+        Agent.id == bindparam("agent_id"),
+        or_(Agent.on_call == bindparam("request_id"), available(_NOW)),
+    )
+    .values(on_call=bindparam("request_id"))
+    .execution_options(synchronize_session=False)
+)
+
+
+def reserve(session: Session, agent_id: int, request_id: str, now: datetime) -> bool:
+    """Give the available agent this call-back; False when it is not available (another
+    worker may hold it for this very request). Not committed."""
+    result = session.execute(_RESERVE, {"agent_id": agent_id, "request_id": request_id, "now": now})
+    return bool(getattr(result, "rowcount", 0))
+
+
+def unreserve(session: Session, agent_id: int, request_id: str) -> None:
+    """Undo this transaction's ``reserve``. Not committed."""
+    session.execute(
+        update(Agent)
+        .where(Agent.id == agent_id, Agent.on_call == request_id)
+        .values(on_call=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def hand_over(session: Session, agent_id: int, request_id: str, now: datetime) -> bool:
+    """The request's call moves on to ``agent_id`` (the agent before did not take it), held
+    from the claim on when it is the first: that agent is held and any other the request held
+    is free again. False when the agent is not available. Not committed."""
+    result = session.execute(_HOLD, {"agent_id": agent_id, "request_id": request_id, "now": now})
+    if not getattr(result, "rowcount", 0):
+        return False
+    session.execute(
+        update(Agent)
+        .where(Agent.on_call == request_id, Agent.id != agent_id)
+        .values(on_call=None)
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def release(
+    session: Session, request_id: str, now: datetime, *, talked: bool, wrap_up_seconds: int
+) -> None:
+    """The call-back is over for its agent: free, after the wrap-up if they talked (and idle
+    from now on, for the longest-idle order). Not committed."""
+    values: dict[str, object] = {"on_call": None}
+    if talked:
+        values["idle_since"] = now
+        if wrap_up_seconds > 0:
+            values["wrap_up_until"] = now + timedelta(seconds=wrap_up_seconds)
+    session.execute(
+        update(Agent)
+        .where(Agent.on_call == request_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,183 @@
+"""Routing on the real Asterisk: three agents' sipp phones, the worker following their presence
+over AMI. Each call-back rings the longest-idle available agent; a paused agent is never rung;
+an agent wrapping up is rung again only once the wrap-up is over."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from cbserver import agents as agents_service
+from cbserver.ami import AmiConfig
+from cbserver.asterisk.instance import AsteriskInstance
+from cbserver.callflow import CallSettings
+from cbserver.config import Settings
+from cbserver.intake import Submission, submit
+from cbserver.models import Agent, AgentAssignment, CallbackRequest, RequestStatus, Subscriber
+from cbserver.sipp import SippPeer
+from cbserver.worker import Worker
+from tests.e2e.conftest import Ports, ari_config
+from tests.e2e.harness import dials, free_ports, until
+
+APP = "cbserver-routing-e2e"
+NAMES = ("anna", "ben", "cleo")
+
+
+@dataclass
+class Team:
+    slug: str
+    agents: dict[str, str]  # short name -> agent (endpoint) name
+    phones: dict[str, SippPeer]
+
+    def rung(self) -> list[str]:
+        """Who was rung, in the order their INVITEs arrived."""
+        invites = [
+            (invite.at or 0.0, short)
+            for short, phone in self.phones.items()
+            for invite in dials(phone)
+        ]
+        return [short for _, short in sorted(invites)]
+
+
+@pytest.fixture
+def team(
+    sessions: sessionmaker[Session], asterisk: AsteriskInstance, sipp: Callable[..., SippPeer]
+) -> Iterator[Team]:
+    """A business served by three agents of its own at one priority, none of whom has had a
+    call: offered in the order they were added, then by how long each has been idle."""
+    tag = secrets.token_hex(3)
+    ports = dict(zip(NAMES, free_ports(3), strict=True))
+    agents = {short: f"{short}-{tag}" for short in NAMES}
+    with sessions() as session:
+        subscriber = Subscriber(
+            slug=f"routing-{tag}", display_name="Team", country="US", caller_id="+12015550100"
+        )
+        for short in NAMES:
+            agent = agents_service.add_agent(
+                session,
+                agents[short],
+                contact=f"sip:{agents[short]}@127.0.0.1:{ports[short]}",
+                dtmf_mode="info",
+            ).agent
+            subscriber.assignments.append(AgentAssignment(agent=agent, priority=10))
+        session.add(subscriber)
+        session.commit()
+        asterisk.sync_agents(agents_service.list_agents(session, active_only=True))
+    phones = {
+        short: sipp(agents[short], ports[short], "agent_accepts.xml", "-d", "300")
+        for short in NAMES
+    }
+    yield Team(subscriber.slug, agents, phones)
+    with sessions() as session:
+        session.execute(
+            update(Agent).where(Agent.name.in_(agents.values())).values(active=False, on_call=None)
+        )
+        session.commit()
+        asterisk.sync_agents(agents_service.list_agents(session, active_only=True))
+
+
+@pytest.fixture
+async def worker(
+    settings: Settings, asterisk: AsteriskInstance, sessions: sessionmaker[Session]
+) -> AsyncIterator[Worker]:
+    """A worker that follows presence over AMI, as `cbserver worker` does."""
+    keys = asterisk.secrets().ami
+    running = Worker(
+        ari_config(asterisk, app=APP),
+        sessions,
+        name=f"routing-{secrets.token_hex(2)}",
+        call_settings=CallSettings(app=APP, accept_seconds=4),
+        ami=AmiConfig("127.0.0.1", settings.ami_port, keys.username, keys.password),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    await until(lambda: running.asterisk_connected, within=15, message="the worker on ARI")
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+def ask(sessions: sessionmaker[Session], team: Team, phone: str) -> str:
+    with sessions() as session:
+        return submit(session, Submission(team.slug, phone, consent=True)).request.id
+
+
+def ended_at(sessions: sessionmaker[Session], request_id: str) -> datetime | None:
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        if request.status != RequestStatus.COMPLETED:
+            return None
+        return max(a.ended_at for a in request.attempts if a.ended_at is not None)
+
+
+async def completed(sessions: sessionmaker[Session], request_id: str) -> datetime:
+    ended: datetime = await until(
+        lambda: ended_at(sessions, request_id), within=20, message=f"{request_id} completed"
+    )
+    return ended
+
+
+def presence_of(sessions: sessionmaker[Session], name: str) -> str | None:
+    with sessions() as session:
+        return session.scalar(select(Agent.presence).where(Agent.name == name))
+
+
+def change(sessions: sessionmaker[Session], team: Team, **values: object) -> None:
+    with sessions() as session:
+        subscriber = session.scalars(select(Subscriber).where(Subscriber.slug == team.slug)).one()
+        for name, value in values.items():
+            setattr(subscriber, name, value)
+        session.commit()
+
+
+async def test_longest_idle_first_a_paused_agent_skipped_and_wrap_up_respected(
+    sessions: sessionmaker[Session],
+    team: Team,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", "300")
+    for short in NAMES:
+        # Fixed contacts: presence comes from the device state, which is "not in use".
+        await until(
+            lambda short=short: presence_of(sessions, team.agents[short]) == "available",
+            within=10,
+            message=f"{short} seen available over AMI",
+        )
+
+    # One at a time: each call-back goes to whoever has waited longest for one.
+    for n in range(6):
+        await completed(sessions, ask(sessions, team, f"+1201555014{n}"))
+    assert team.rung() == ["anna", "ben", "cleo", "anna", "ben", "cleo"]
+
+    with sessions() as session:
+        agents_service.pause(session, team.agents["ben"], "training")
+    for n in range(6, 8):
+        await completed(sessions, ask(sessions, team, f"+1201555014{n}"))
+    assert team.rung()[6:] == ["anna", "cleo"], "ben is paused: skipped, not rung"
+
+    # Wrap-up: ben alone (the others paused), 3 s after each call. Two asked at once: the
+    # second rings ben only once his wrap-up after the first is over.
+    wrap_up = 3
+    change(sessions, team, wrap_up_seconds=wrap_up)
+    with sessions() as session:
+        agents_service.make_available(session, team.agents["ben"])
+        agents_service.pause(session, team.agents["anna"], None)
+        agents_service.pause(session, team.agents["cleo"], None)
+    first = ask(sessions, team, "+12015550148")
+    second = ask(sessions, team, "+12015550149")
+    first_ended = await completed(sessions, first)
+    await completed(sessions, second)
+    assert team.rung()[8:] == ["ben", "ben"]
+    second_rang = dials(team.phones["ben"])[-1].at
+    assert second_rang is not None
+    waited = second_rang - first_ended.timestamp()
+    assert wrap_up <= waited < wrap_up + 2, f"ben was rung again {waited:.2f} s after the call"
