@@ -22,7 +22,7 @@ from cbserver.ari import AriClient, AriConfig
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.config import Settings
 from cbserver.sipp import SippPeer
-from tests.e2e.harness import SCENARIOS, EventRecorder, free_ports, until
+from tests.e2e.harness import SCENARIOS, EventRecorder, free_media_ports, free_ports, until
 
 TEST_APP = "cbserver-e2e"
 
@@ -114,7 +114,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPeer]]:
             port=port,
             workdir=tmp_path / "sipp",
             scenario=SCENARIOS / scenario,
-            media_port=free_ports(1)[0],
+            media_port=free_media_ports(port),
             extra_args=("-aa", *args),
         )
         peer.start()

@@ -47,6 +47,28 @@ async def until(
         await asyncio.sleep(interval)
 
 
+# sipp's media ports: audio RTP and RTCP, video RTP and RTCP, from its -mp on.
+SIPP_MEDIA_PORTS = 4
+
+
+def free_media_ports(sip_port: int) -> int:
+    """The first of SIPP_MEDIA_PORTS free UDP ports in a row for a sipp peer's -mp, none of
+    them its own SIP port (free until it starts): sipp binds them all, and fails on one taken."""
+    while True:
+        first = free_ports(1)[0]
+        block = range(first, first + SIPP_MEDIA_PORTS)
+        if sip_port in block:
+            continue
+        with ExitStack() as stack:
+            try:
+                for port in block:
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+
+
 def free_ports(count: int, kind: int = socket.SOCK_DGRAM) -> list[int]:
     """Ports free for both UDP and TCP on loopback, all different."""
     ports: list[int] = []

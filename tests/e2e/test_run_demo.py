@@ -20,7 +20,14 @@ from cbserver.config import Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.sipp import SippPeer
 from tests.e2e.conftest import ari_config, instance_environ
-from tests.e2e.harness import SCENARIOS, EventRecorder, free_ports, shown_status, until
+from tests.e2e.harness import (
+    SCENARIOS,
+    EventRecorder,
+    free_media_ports,
+    free_ports,
+    shown_status,
+    until,
+)
 
 
 @pytest.fixture
@@ -123,7 +130,7 @@ async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged
         port=port,
         workdir=tmp_path / "phone",
         scenario=SCENARIOS / "agent_accepts.xml",
-        media_port=free_ports(1)[0],
+        media_port=free_media_ports(port),
         extra_args=("-aa", "-d", "1000"),
     )
     softphone.start()
