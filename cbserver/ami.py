@@ -24,7 +24,7 @@ from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
 from cbserver.db import DatabaseThread, OutageLog
-from cbserver.models import Agent
+from cbserver.models import Agent, CallAttempt
 
 log = logging.getLogger("cbserver.ami")
 # panoramisk logs every refused reconnect (one line each 2 s while Asterisk is down); the
@@ -38,6 +38,8 @@ RINGING = "ringing"
 IN_USE = "in_use"
 OFFLINE = "offline"
 PRESENCES = (AVAILABLE, RINGING, IN_USE, OFFLINE)
+# The Cdr event's field cdr_manager.conf maps the attempt's CDR variable to (see callflow).
+CDR_ATTEMPT_FIELD = "CbserverAttempt"
 
 _BY_DEVICE_STATE = {
     "NOT_INUSE": AVAILABLE,
@@ -95,13 +97,15 @@ class AmiConfig:
 
 
 class PresenceStore(Protocol):
-    """Where presence is recorded."""
+    """Where presence (and the billable seconds of call detail records) is recorded."""
 
     async def agents(self) -> dict[str, str | None]:
         """Every agent's name and its recorded presence (None: unknown)."""
         ...
 
     async def record(self, name: str, presence: str) -> None: ...
+
+    async def record_billable(self, attempt_id: int, seconds: int) -> None: ...
 
 
 class DatabasePresenceStore:
@@ -119,6 +123,18 @@ class DatabasePresenceStore:
 
     async def record(self, name: str, presence: str) -> None:
         await self.thread.run(self._record, name, presence, self.clock.now())
+
+    async def record_billable(self, attempt_id: int, seconds: int) -> None:
+        await self.thread.run(self._record_billable, attempt_id, seconds)
+
+    def _record_billable(self, attempt_id: int, seconds: int) -> None:
+        with self.sessions() as session:
+            attempt = session.get(CallAttempt, attempt_id)
+            # The longest record counts: a record heard twice (two workers on one Asterisk)
+            # is not added twice.
+            if attempt is not None and (attempt.billable_seconds or 0) < seconds:
+                attempt.billable_seconds = seconds
+                session.commit()
 
     def _agents(self) -> dict[str, str | None]:
         with self.sessions() as session:
@@ -259,6 +275,7 @@ class PresenceWatcher:
         )
         manager.register_event("DeviceStateChange", self._event)
         manager.register_event("ContactStatus", self._event)
+        manager.register_event("Cdr", self._event)
         manager.connect()
         try:
             while True:
@@ -322,8 +339,12 @@ class PresenceWatcher:
             await self._write(name)
 
     async def handle(self, event: Mapping[str, str]) -> None:
-        """One AMI event: a device's new state or a contact's new status."""
+        """One AMI event: a device's new state, a contact's new status, or a call detail
+        record."""
         kind = event.get("Event", "")
+        if kind == "Cdr":
+            await self._billable(event)
+            return
         if kind == "DeviceStateChange":
             name = _agent_of_device(event.get("Device", ""))
         elif kind == "ContactStatus":
@@ -359,6 +380,23 @@ class PresenceWatcher:
             return False
         self._recording.succeeded()
         return True
+
+    async def _billable(self, record: Mapping[str, str]) -> None:
+        """A call-back's bridged legs (the record names both parties): its attempt's billable
+        seconds. A leg's own record before the bridge, or any other call's, is not billed."""
+        attempt = record.get(CDR_ATTEMPT_FIELD, "")
+        seconds = record.get("BillableSeconds", "")
+        if not (attempt.isdigit() and seconds.isdigit() and record.get("DestinationChannel")):
+            return
+        try:
+            await self.store.record_billable(int(attempt), int(seconds))
+        except Exception as exc:
+            if not db.unreachable(exc):
+                raise
+            self._recording.failed(exc)
+            return
+        self._recording.succeeded()
+        log.info("attempt %s: %s billable seconds", attempt, seconds)
 
     async def _write(self, name: str) -> None:
         """Record ``name``'s presence if it changed (only then)."""

@@ -51,6 +51,9 @@ _CHANCE = random.Random()
 OUTCOMES = {16: "answered", 17: "busy", 18: "no_answer", 19: "no_answer", 21: "rejected"}
 # The stored number failed the dial-time check (numbers.trunk_endpoint): never dialled.
 UNDIALLABLE = "undiallable"
+# The CDR variable naming a leg's attempt; cdr_manager.conf maps it to the Cdr event's
+# "CbserverAttempt" field.
+CDR_ATTEMPT_VARIABLE = "cbserver_attempt"
 # A channel's state once answered.
 UP = "Up"
 
@@ -185,6 +188,12 @@ class AgentFirstCall:
         return channel_id(self.request_id, self.claim.attempt_number, leg)
 
     @property
+    def _cdr_variables(self) -> dict[str, str]:
+        """Each leg's call detail record names the attempt: its billable seconds come back
+        over AMI (cdr_manager) and are recorded on it (see ami.py)."""
+        return {f"CDR({CDR_ATTEMPT_VARIABLE})": str(self.attempt_id)}
+
+    @property
     def channels(self) -> set[str]:
         return {c for c in (self.agent_channel, self.visitor_channel) if c is not None}
 
@@ -316,6 +325,7 @@ class AgentFirstCall:
                     caller_id=self.visitor_phone,
                     timeout=self.settings.agent_ring_seconds,
                     channel_id=self.agent_channel,
+                    variables=self._cdr_variables,
                 )
                 self._dialled = True
             except AriUnavailable as exc:
@@ -471,6 +481,7 @@ class AgentFirstCall:
             caller_id=caller_id,
             timeout=self.settings.visitor_ring_seconds,
             channel_id=self.visitor_channel,
+            variables=self._cdr_variables,
         )
         if self.whisper_playback is not None:
             await self.ari.stop_playback(self.whisper_playback)
@@ -649,6 +660,7 @@ class VisitorFirstCall(AgentFirstCall):
                 caller_id=caller_id,
                 timeout=self.settings.visitor_ring_seconds,
                 channel_id=self.visitor_channel,
+                variables=self._cdr_variables,
             )
             self._dialled = True
         except AriError as exc:

@@ -352,6 +352,9 @@ class CallAttempt(Base):
     hangup_cause_text: Mapped[str | None] = mapped_column(String(100))
     # answered | busy | no_answer | rejected | no_agent | failed
     outcome: Mapped[str | None] = mapped_column(String(20))
+    # Asterisk's billable seconds for the bridged legs (their CDR, over AMI); None: no bridge,
+    # or no record received.
+    billable_seconds: Mapped[int | None] = mapped_column(Integer)
 
     request: Mapped[CallbackRequest] = relationship(back_populates="attempts")
     agent: Mapped[Agent | None] = relationship()

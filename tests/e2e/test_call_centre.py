@@ -1,6 +1,7 @@
-"""Routing on the real Asterisk: three agents' sipp phones, the worker following their presence
-over AMI. Each call-back rings the longest-idle available agent; a paused agent is never rung;
-an agent wrapping up is rung again only once the wrap-up is over."""
+"""The call centre on the real Asterisk: three agents' sipp phones, the worker following their
+presence and the call detail records over AMI. Each call-back rings the longest-idle available
+agent; a paused agent is never rung; an agent wrapping up is rung again only once the wrap-up is
+over; a bridged call's billable seconds are recorded on its attempt."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from cbserver.worker import Worker
 from tests.e2e.conftest import Ports, ari_config
 from tests.e2e.harness import dials, free_ports, until
 
-APP = "cbserver-routing-e2e"
+APP = "cbserver-call-centre-e2e"
 NAMES = ("anna", "ben", "cleo")
 
 
@@ -181,3 +182,38 @@ async def test_longest_idle_first_a_paused_agent_skipped_and_wrap_up_respected(
     assert second_rang is not None
     waited = second_rang - first_ended.timestamp()
     assert wrap_up <= waited < wrap_up + 2, f"ben was rung again {waited:.2f} s after the call"
+
+
+async def test_a_bridged_calls_billable_seconds_are_recorded_on_its_attempt(
+    sessions: sessionmaker[Session],
+    team: Team,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+) -> None:
+    talk_ms = 3200
+    trunk = sipp("trunk", ports.trunk, "uas_answer_hangup.xml", "-d", str(talk_ms))
+    request_id = ask(sessions, team, "+12015550150")
+    await completed(sessions, request_id)
+
+    def billed() -> int | None:
+        with sessions() as session:
+            [attempt] = session.get_one(CallbackRequest, request_id).attempts
+            return attempt.billable_seconds
+
+    seconds: int = await until(billed, within=5, message="the CDR's billable seconds")
+    # Asterisk bills the bridged legs from the first answer (the agent's, who hears the
+    # whisper, then ringback) to the hang-up: measured here on the wire.
+    [agent] = [team.phones[short] for short in team.rung()[:1]]
+    answer = next(
+        m
+        for m in agent.messages()
+        if m.direction == "sent" and m.status == 200 and (m.header("CSeq") or "").endswith("INVITE")
+    )
+    bye = next(m for m in trunk.messages() if m.direction == "sent" and m.method == "BYE")
+    assert answer.at is not None
+    assert bye.at is not None
+    on_the_wire = bye.at - answer.at
+    print(f"\nCDR: billed {seconds} s; agent's answer to the visitor's BYE {on_the_wire:.2f} s")
+    assert talk_ms / 1000 <= on_the_wire
+    assert abs(seconds - on_the_wire) <= 1, f"billed {seconds} s, {on_the_wire:.2f} s on the wire"

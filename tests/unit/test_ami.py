@@ -1,4 +1,5 @@
-"""Agents' presence from AMI: the mapping of Asterisk's states, and what the watcher records."""
+"""Agents' presence from AMI: the mapping of Asterisk's states, and what the watcher records;
+the call detail records that bill a call-back's attempt."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from cbserver.ami import (
     contact_present,
     presence_of,
 )
+from cbserver.claims import claim_next
 from cbserver.clock import FakeClock
 from cbserver.db import DatabaseThread
 from cbserver.intake import Submission, submit
-from cbserver.models import Agent, AgentAssignment, Subscriber
+from cbserver.models import Agent, AgentAssignment, CallAttempt, Subscriber
 from tests.e2e.harness import free_ports, until
 from tests.unit.conftest import Run
 from tests.unit.test_worker_scheduler import RecordingWorker
@@ -40,6 +42,7 @@ class FakeStore:
     def __init__(self, *names: str, unreachable: bool = False) -> None:
         self.presence: dict[str, str | None] = dict.fromkeys(names)
         self.writes: list[tuple[str, str]] = []
+        self.billed: list[tuple[int, int]] = []
         self.unreachable = unreachable
 
     async def agents(self) -> dict[str, str | None]:
@@ -50,6 +53,19 @@ class FakeStore:
             raise OperationalError("UPDATE agents", {}, Exception("database is locked"))
         self.writes.append((name, presence))
         self.presence[name] = presence
+
+    async def record_billable(self, attempt_id: int, seconds: int) -> None:
+        self.billed.append((attempt_id, seconds))
+
+
+def cdr(attempt: str, seconds: str, other: str = "PJSIP/trunk-00000001") -> dict[str, str]:
+    return {
+        "Event": "Cdr",
+        "Channel": "PJSIP/alice-00000000",
+        "DestinationChannel": other,
+        "BillableSeconds": seconds,
+        "CbserverAttempt": attempt,
+    }
 
 
 def device(name: str, state: str) -> dict[str, str]:
@@ -320,3 +336,45 @@ async def test_a_worker_whose_ami_is_away_still_claims_and_stops_cleanly(
     finally:
         stop.set()
         await asyncio.wait_for(running, 10)
+
+
+async def test_a_bridged_call_back_record_bills_its_attempt_and_nothing_else_does() -> None:
+    store = FakeStore("alice")
+    watcher = PresenceWatcher(CONFIG, store)
+    for event in [
+        cdr("7", "0", other=""),  # the visitor's own record, closed at the bridge
+        cdr("7", "184"),  # the bridged legs
+        cdr("", "60"),  # a call that is no call-back
+        cdr("8", ""),  # a record without its seconds
+    ]:
+        await watcher.handle(event)
+
+    assert store.billed == [(7, 184)]
+    assert store.writes == [], "a record is no presence"
+
+
+async def test_the_database_store_keeps_the_longest_record_of_an_attempt(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        agent = add_agent(session, "alice", contact="sip:alice@127.0.0.1:5070")
+        subscriber = Subscriber(
+            slug="shop", display_name="Shop", country="US", caller_id="+12015550100"
+        )
+        subscriber.assignments.append(AgentAssignment(agent=agent.agent))
+        session.add(subscriber)
+        session.commit()
+        request = submit(session, Submission("shop", "+12015550123", consent=True)).request
+        claim = claim_next(session, "worker-a", request.created_at)
+        assert claim is not None
+    thread = DatabaseThread("test-cdr")
+    try:
+        store = DatabasePresenceStore(sessions, thread)
+        await store.record_billable(claim.attempt_id, 184)
+        await store.record_billable(claim.attempt_id, 3)  # heard by a second worker
+        await store.record_billable(claim.attempt_id + 1000, 9)  # no such attempt: ignored
+    finally:
+        thread.close()
+
+    with sessions() as session:
+        assert session.get_one(CallAttempt, claim.attempt_id).billable_seconds == 184
