@@ -23,7 +23,6 @@ from cbserver.models import (
     CallOrder,
     DeniedNumber,
     RequestStatus,
-    Subscriber,
     UtcDateTime,
 )
 from cbserver.number_policy import NumberRefused
@@ -117,9 +116,6 @@ _CANDIDATES = (
 _CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=CallbackRequest)
 
 
-_LOCK_SUBSCRIBER = select(Subscriber.id).where(Subscriber.id == bindparam("id")).with_for_update()
-
-
 def claim_next(session: Session, worker_id: str, now: datetime) -> Claim | None:
     """The oldest due request, now owned by ``worker_id`` with its attempt open; None when
     nothing is due. Committed."""
@@ -133,7 +129,8 @@ def claim_due(
     """Up to ``most`` due requests, oldest first, now owned by ``worker_id`` with their
     attempts open, in one transaction; an empty list when nothing is due. Committed.
 
-    Each request is still taken by its own conditional UPDATE (free agent included), so a
+    Each request is still taken by its own conditional UPDATE, its agent by another (see
+    routing.reserve), so a
     batch never takes more than one at a time could: it only shares the round trips."""
     postgresql = session.get_bind().dialect.name == "postgresql"
     query = _CANDIDATES_LOCKED if postgresql else _CANDIDATES
@@ -152,10 +149,6 @@ def claim_due(
             # Read before writing where possible: on SQLite the write lock is held from the
             # first write on.
             agents_of[subscriber_id] = active_agents(session, subscriber_id)
-            if postgresql:
-                # Claims for one business take turns, so each counts the others' calls: the
-                # free-agent check below then holds across workers, not only within one.
-                session.execute(_LOCK_SUBSCRIBER, {"id": subscriber_id})
         refusal = policy.refusal(session, request)
         if refusal is not None:
             _fail_unacceptable(session, request, refusal, worker_id, now)

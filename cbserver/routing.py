@@ -101,9 +101,21 @@ _HOLD = (
 )
 
 
+# Another worker busy with the agent's row is as good as an answer: that agent is being taken.
+# Skipped, never waited for, so two workers reserving agents in different orders never
+# deadlock (PostgreSQL; SQLite has one writer at a time).
+_LOCK = select(Agent.id).where(Agent.id == bindparam("agent_id")).with_for_update(skip_locked=True)
+
+
+def _locked(session: Session, agent_id: int) -> bool:
+    return session.execute(_LOCK, {"agent_id": agent_id}).first() is not None
+
+
 def reserve(session: Session, agent_id: int, request_id: str, now: datetime) -> bool:
     """Give the available agent this call-back; False when it is not available (another
     worker may hold it for this very request). Not committed."""
+    if not _locked(session, agent_id):
+        return False
     result = session.execute(_RESERVE, {"agent_id": agent_id, "request_id": request_id, "now": now})
     return bool(getattr(result, "rowcount", 0))
 
@@ -122,6 +134,8 @@ def hand_over(session: Session, agent_id: int, request_id: str, now: datetime) -
     """The request's call moves on to ``agent_id`` (the agent before did not take it), held
     from the claim on when it is the first: that agent is held and any other the request held
     is free again. False when the agent is not available. Not committed."""
+    if not _locked(session, agent_id):
+        return False
     result = session.execute(_HOLD, {"agent_id": agent_id, "request_id": request_id, "now": now})
     if not getattr(result, "rowcount", 0):
         return False
