@@ -18,7 +18,7 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import admin_tokens, audit, captcha, db, doctor, number_policy, routing
+from cbserver import admin_tokens, audit, captcha, db, doctor, number_policy, routing, usage
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
 from cbserver.ami import AmiConfig
@@ -1237,3 +1237,51 @@ def audit_command(
         click.echo("The audit log has nothing to show.")
         return
     _print_table(["AT", "ACTOR", "ACTION", "SUBSCRIBER", "DETAIL"], rows)
+
+
+# --- usage ---------------------------------------------------------------------------------
+
+
+@main.command("usage")
+@click.option("--subscriber", "subscriber_slug", metavar="SLUG", required=True, help="Its slug.")
+@click.option(
+    "--month", metavar="YYYY-MM", help="Like 2026-11 (default: this month, in its time zone)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print every day of the month as JSON.")
+@click.pass_obj
+def usage_command(obj: Context, subscriber_slug: str, month: str | None, as_json: bool) -> None:
+    """A subscriber's call-back attempts, connected calls and billable minutes in a month, day
+    by day in the subscriber's time zone."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            subscriber = subscribers_service.get_subscriber(session, subscriber_slug)
+            first_day = (
+                usage.parse_month(month)
+                if month is not None
+                else usage.this_month(subscriber, utcnow())
+            )
+        except (subscribers_service.SubscriberError, usage.UsageError) as exc:
+            _fail(str(exc))
+        counted = usage.month_usage(session, subscriber, first_day)
+    if as_json:
+        click.echo(json.dumps(counted.as_json(), indent=2))
+        return
+    click.echo(f"Usage of {counted.subscriber} in {counted.month} (days in {counted.time_zone}):")
+    rows = [
+        [day.isoformat(), *_usage_cells(figures)]
+        for day, figures in counted.days.items()
+        if figures.attempts
+    ]
+    _print_table(
+        ["DATE", "ATTEMPTS", "CONNECTED", "MINUTES", "SECONDS"],
+        [*rows, ["total", *_usage_cells(counted.total)]],
+    )
+
+
+def _usage_cells(figures: usage.Usage) -> list[str]:
+    return [
+        str(figures.attempts),
+        str(figures.connected),
+        f"{figures.billable_minutes:.1f}",
+        str(figures.billable_seconds),
+    ]

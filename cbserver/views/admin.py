@@ -17,7 +17,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from cbserver import admin_tokens, audit, captcha, intake, number_policy
+from cbserver import admin_tokens, audit, captcha, intake, number_policy, usage
 from cbserver import agents as agents_service
 from cbserver import subscribers as subscribers_service
 from cbserver.errors import BadRequest, CbError, Conflict, FieldError, Invalid, NotFound
@@ -62,6 +62,7 @@ SUBSCRIBER_LISTS = ("allowed_countries", "allowed_origins")
 SUBSCRIBER_REQUIRED = ("slug", "display_name", "country", "caller_id")
 REQUEST_FILTERS = ("subscriber", "status", "phone", "created_from", "created_to", "limit", "offset")
 AUDIT_FILTERS = ("subscriber", "action", "since", "limit")
+USAGE_FILTERS = ("month",)
 
 # What may be looked up at all; anything else cannot exist, and is not sent to the database.
 _REQUEST_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
@@ -353,6 +354,24 @@ def change_schedule(slug: str) -> Response:
         subscriber=subscriber,
     )
     return jsonify(subscribers_service.schedule_of(subscriber))
+
+
+@blueprint.get("/subscribers/<slug>/usage")
+def get_usage(slug: str) -> Response:
+    """Call-back attempts, connected calls and billable minutes in a month (default: this
+    one), every day of it in the subscriber's time zone."""
+    session = db_session()
+    subscriber = _subscriber(session, slug)
+    query = _query(USAGE_FILTERS)
+    try:
+        month = (
+            usage.parse_month(query["month"])
+            if "month" in query
+            else usage.this_month(subscriber, now())
+        )
+    except usage.UsageError as exc:
+        raise Invalid(str(exc), field=exc.field, code="bad_month") from exc
+    return jsonify(usage.month_usage(session, subscriber, month).as_json())
 
 
 # --- a CAPTCHA on the subscriber's form and widget (see captcha.py) ---------------------------

@@ -446,6 +446,8 @@ def _whole(bounds: tuple[int, int], *, nullable: bool = False) -> dict[str, Any]
     return {"type": kind, "minimum": low, "maximum": high}
 
 
+_MONTH = {"type": "string", "pattern": r"^\d{4}-\d{2}$"}
+
 _TEXT_OR_LIST = {
     "type": ["string", "array", "null"],
     "items": {"type": "string"},
@@ -738,6 +740,44 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "AdminUsageFigures": {
+        "type": "object",
+        "required": ["attempts", "connected", "billable_seconds", "billable_minutes"],
+        "properties": {
+            "attempts": {"type": "integer", "minimum": 0, "description": "calls tried"},
+            "connected": {"type": "integer", "minimum": 0, "description": "attempts answered"},
+            "billable_seconds": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Asterisk's, from its call detail records",
+            },
+            "billable_minutes": {"type": "number", "minimum": 0, "description": "to 0.1"},
+        },
+    },
+    "AdminUsage": {
+        "type": "object",
+        "required": ["subscriber", "month", "time_zone", "days", "total"],
+        "properties": {
+            "subscriber": {"type": "string", "description": "the subscriber's slug"},
+            "month": _MONTH,
+            "time_zone": {"type": "string", "description": "the days are the subscriber's"},
+            "days": {
+                "type": "array",
+                "description": "every day of the month, in order",
+                "items": {
+                    "allOf": [
+                        _ref("AdminUsageFigures"),
+                        {
+                            "type": "object",
+                            "required": ["date"],
+                            "properties": {"date": {"type": "string", "format": "date"}},
+                        },
+                    ]
+                },
+            },
+            "total": _ref("AdminUsageFigures"),
+        },
+    },
     "OpeningHours": {
         "type": ["object", "null"],
         "required": ["weekly"],
@@ -913,6 +953,27 @@ ADMIN_PATHS: dict[str, Any] = {
             parameters=[_SLUG],
             body="AdminScheduleChange",
         ),
+    },
+    "/api/v1/admin/subscribers/{slug}/usage": {
+        "get": _admin(
+            "adminGetUsage",
+            "A subscriber's call-back attempts, connected calls and billable minutes in a "
+            "month, every day of it in the subscriber's time zone",
+            {
+                "200": _json("the month's usage", "AdminUsage"),
+                "400": _error("an unknown or repeated query parameter"),
+                "404": _error(_HIDDEN),
+                "422": _error("a month that cannot be read (error.field: month)"),
+            },
+            parameters=[
+                _SLUG,
+                _query(
+                    "month",
+                    _MONTH,
+                    "like 2026-11; default: this month in the subscriber's time zone",
+                ),
+            ],
+        )
     },
     "/api/v1/admin/subscribers/{slug}/agents/{agent}": {
         "put": _admin(

@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 
 from cbserver import admin_tokens, intake
 from cbserver.agents import add_agent
+from cbserver.clock import FakeClock
 from cbserver.intake import Submission
 from cbserver.models import (
     Agent,
@@ -188,6 +189,7 @@ ENDPOINTS = [
     ("GET", "/audit"),
     ("GET", "/subscribers/acme/captcha"),
     ("PUT", "/subscribers/acme/captcha"),
+    ("GET", "/subscribers/acme/usage"),
 ]
 
 
@@ -350,6 +352,108 @@ def test_a_second_subscriber_of_a_slug_is_409(admin: Admin) -> None:
 def test_an_unknown_subscriber_is_404(admin: Admin) -> None:
     assert error(admin.get("/subscribers/nobody"), 404)["code"] == "subscriber_not_found"
     assert error(admin.get("/subscribers/NOT%20A%20SLUG"), 404)["code"] == "subscriber_not_found"
+
+
+# --- usage -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls_made(sessions: sessionmaker[Session], requests_made: dict[str, str]) -> None:
+    """Attempts at acme's first request (acme is in Los Angeles), and one at bolt's."""
+    tries = [
+        (requests_made["first"], T0 + timedelta(hours=1), "answered", 95),
+        (requests_made["first"], T0 + timedelta(hours=2), "busy", None),
+        # 21:00 on 30 November in Los Angeles.
+        (requests_made["first"], datetime(2026, 12, 1, 5, 0, tzinfo=UTC), "answered", 30),
+        (requests_made["bolt"], T0 + timedelta(hours=4), "answered", 600),
+    ]
+    with sessions() as session:
+        for number, (request_id, started_at, outcome, billable_seconds) in enumerate(tries, 1):
+            session.add(
+                CallAttempt(
+                    request_id=request_id,
+                    number=number,
+                    started_at=started_at,
+                    outcome=outcome,
+                    billable_seconds=billable_seconds,
+                )
+            )
+        session.commit()
+
+
+def test_a_subscribers_usage_is_shown_day_by_day_in_its_time_zone(
+    admin: Admin, calls_made: None
+) -> None:
+    usage = body(admin.get("/subscribers/acme/usage?month=2026-11"))
+
+    assert (usage["subscriber"], usage["month"], usage["time_zone"]) == (
+        "acme",
+        "2026-11",
+        "America/Los_Angeles",
+    )
+    assert [day["date"] for day in usage["days"]][::29] == ["2026-11-01", "2026-11-30"]
+    counted = {day.pop("date"): day for day in usage["days"] if day["attempts"]}
+    assert counted == {
+        "2026-11-20": {
+            "attempts": 2,
+            "connected": 1,
+            "billable_seconds": 95,
+            "billable_minutes": 1.6,
+        },
+        "2026-11-30": {
+            "attempts": 1,
+            "connected": 1,
+            "billable_seconds": 30,
+            "billable_minutes": 0.5,
+        },
+    }
+    assert usage["total"] == {
+        "attempts": 3,
+        "connected": 2,
+        "billable_seconds": 125,
+        "billable_minutes": 2.1,
+    }
+    december = body(admin.get("/subscribers/acme/usage?month=2026-12"))
+    assert december["total"]["attempts"] == 0
+
+
+def test_usage_is_of_this_month_in_the_subscribers_time_zone_unless_asked(
+    admin: Admin, clock: FakeClock, calls_made: None
+) -> None:
+    clock.set(datetime(2026, 12, 1, 5, 0, tzinfo=UTC))  # still November in Los Angeles
+
+    usage = body(admin.get("/subscribers/acme/usage"))
+
+    assert usage["month"] == "2026-11"
+    assert len(usage["days"]) == 30
+    assert usage["total"]["attempts"] == 3
+
+
+def test_the_usage_of_an_unknown_or_hidden_subscriber_is_404(
+    admin: Admin, acme_only: Admin
+) -> None:
+    unknown = error(admin.get("/subscribers/nobody/usage?month=2026-11"), 404)
+    hidden = error(acme_only.get("/subscribers/bolt/usage?month=2026-11"), 404)
+
+    assert (unknown["code"], unknown["field"]) == ("subscriber_not_found", "subscriber")
+    assert hidden["code"] == "subscriber_not_found"
+    assert hidden["message"] == "there is no subscriber named 'bolt'"
+
+
+@pytest.mark.parametrize("month", ["2026-13", "11-2026", "2026-1"])
+def test_usage_of_a_month_not_like_2026_11_is_422_naming_the_month(
+    admin: Admin, month: str
+) -> None:
+    refused = error(admin.get(f"/subscribers/acme/usage?month={month}"), 422)
+
+    assert (refused["code"], refused["field"]) == ("bad_month", "month")
+    assert refused["message"] == f"month {month!r} is not a month like 2026-11"
+
+
+def test_usage_takes_no_other_query_parameter(admin: Admin) -> None:
+    refused = error(admin.get("/subscribers/acme/usage?from=2026-11"), 400)
+
+    assert (refused["code"], refused["field"]) == ("unknown_parameter", "from")
 
 
 # --- agents and assignments ------------------------------------------------------------------
@@ -748,7 +852,7 @@ def test_the_admin_api_keeps_to_its_openapi_document_with_a_valid_token(
 ) -> None:
     """The OpenAPI test at large sends no valid token, so sees only 401s here: this sends one,
     and (half the time) names things that exist, so more than the 404 paths are explored."""
-    assert len(admin_operations) == 21
+    assert len(admin_operations) == 22
     headers = {"Authorization": f"Bearer {secret}"}
     existing = {
         "slug": "acme",
