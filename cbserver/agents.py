@@ -1,14 +1,17 @@
-"""Agents: adding and listing the SIP phones that take call-backs, pausing and resuming them."""
+"""Agents: adding and listing the SIP phones that take call-backs, pausing and resuming them,
+and their logins to the web console."""
 
 from __future__ import annotations
 
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cache
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from cbserver.errors import FieldError
 from cbserver.models import Agent
@@ -110,4 +113,31 @@ def make_available(session: Session, name: str) -> Agent:
     agent.pause_reason = None
     agent.wrap_up_until = None
     session.commit()
+    return agent
+
+
+def set_console_password(session: Session, name: str, password: str | None = None) -> str:
+    """Give the agent a new web console password (generated unless given), returned to be
+    shown once (only its salted hash is kept); the one before stops working."""
+    agent = get_agent(session, name)
+    password = password or secrets.token_urlsafe(12)
+    agent.console_password_hash = generate_password_hash(password)
+    session.commit()
+    return password
+
+
+@cache
+def _unusable_hash() -> str:
+    """Checked against when there is no hash to check: a refusal takes as long as a check."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
+def check_console_login(session: Session, name: str, password: str) -> Agent | None:
+    """The agent these credentials are for; None when the name is unknown, the agent inactive
+    or without a console password, or the password wrong (which of these, nobody learns)."""
+    agent = session.scalar(select(Agent).where(Agent.name == name))
+    stored = agent.console_password_hash if agent is not None else None
+    matches = check_password_hash(stored or _unusable_hash(), password)
+    if agent is None or stored is None or not agent.active or not matches:
+        return None
     return agent

@@ -232,6 +232,13 @@ def _sync_agents(obj: Context) -> None:
         click.echo("Asterisk reloaded its PJSIP configuration; the agent is reachable now.")
 
 
+def _print_console(settings: Settings) -> None:
+    click.echo(
+        f"Agent console: {_web_address(settings)}agent/login "
+        "(a demo agent logs in with its SIP username and password)"
+    )
+
+
 def _print_sip_account(settings: Settings, name: str, password: str) -> None:
     click.echo(
         f"  SIP account for the agent's phone:\n"
@@ -286,6 +293,27 @@ def agent_available(obj: Context, name: str) -> None:
             _fail(str(exc))
         _record(session, "agent_available", f"agent {name} is available")
     click.echo(f"Agent {name!r} is available.")
+
+
+@agent.command("console-password")
+@click.argument("name")
+@click.pass_obj
+def agent_console_password(obj: Context, name: str) -> None:
+    """Give the agent a new password for the web console (shown once; the old one stops working)."""
+    with obj.upgraded_sessions()() as session:
+        try:
+            password = agents_service.set_console_password(session, name)
+        except agents_service.AgentError as exc:
+            _fail(str(exc))
+        _record(session, "agent_console_password", f"new console password for agent {name}")
+    click.echo(f"New console password for agent {name!r} (shown once): {password}")
+    click.echo(f"  console  {_web_address(obj.settings)}agent/login")
+
+
+def _web_address(settings: Settings) -> str:
+    """Where the web front end listens, as ``cbserver web`` prints it."""
+    host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
+    return f"http://{host}:{settings.web_port}/"
 
 
 @agent.command("assign")
@@ -1013,6 +1041,7 @@ def demo_command(obj: Context) -> None:
     _print_subscriber_links(seeded.subscriber)
     for name, password in seeded.accounts.items():
         _print_sip_account(obj.settings, name, password)
+    _print_console(obj.settings)
 
 
 @dataclass(frozen=True)
@@ -1072,6 +1101,9 @@ def _ensure_demo_agents(session: Session) -> tuple[dict[str, str], list[str]]:
         else:
             accounts[name] = agents_service.add_agent(session, name).sip_password or ""
             added.append(name)
+        if accounts[name] and (name not in existing or not existing[name].console_password_hash):
+            # A demo agent logs in to the console as its softphone registers: one password.
+            agents_service.set_console_password(session, name, accounts[name])
     return accounts, added
 
 
@@ -1085,6 +1117,7 @@ def _print_reach(settings: Settings, accounts: dict[str, str], gateway: DemoGate
         click.echo(f"Trunk: {settings.effective_trunk_uri}")
     for name, password in accounts.items():
         _print_sip_account(settings, name, password)
+    _print_console(settings)
     click.echo(
         "Softphones: register with an account above, then dial 600 for an echo test.\n"
         "Asterisk console: cbserver asterisk cli      Stop: Ctrl-C"

@@ -170,8 +170,9 @@ def renew_leases(
 
 
 def anonymise_old_requests(session: Session, now: datetime, retention: timedelta) -> int:
-    """Erase the visitor's number, name, topic and page from requests over ``retention``
-    after they ended; the rest (times, outcomes) stays for the business's figures."""
+    """Erase the visitor's number, name, topic and page, and the agent's note about the call,
+    from requests over ``retention`` after they ended; the rest (times, outcomes) stays for the
+    business's figures."""
     result = session.execute(
         update(CallbackRequest)
         .where(
@@ -184,6 +185,7 @@ def anonymise_old_requests(session: Session, now: datetime, retention: timedelta
             visitor_name=None,
             topic=None,
             page_url=None,
+            agent_note=None,
             idempotency_key=None,
             anonymised_at=now,
         )

@@ -132,6 +132,8 @@ class Agent(Base):
     wrap_up_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # When the agent's last call-back ended; None: none yet, the longest idle of all.
     idle_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The web console's password (werkzeug's salted hash); None: the agent cannot log in.
+    console_password_hash: Mapped[str | None] = mapped_column(String(255))
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, contact={self.contact!r})"
@@ -289,6 +291,8 @@ class CallbackRequest(Base):
     anonymised_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # When the visitor ticked "I agree to be called at this number".
     consent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The agent's wrap-up note on the call, written in the console.
+    agent_note: Mapped[str | None] = mapped_column(Text)
 
     subscriber: Mapped[Subscriber] = relationship()
     events: Mapped[list[RequestEvent]] = relationship(

@@ -65,6 +65,8 @@ PUBLIC_ENDPOINTS: dict[str, list[str] | None] = {
     "api.list_slots": None,
     "widget.widget_texts": None,
     "widget.form_token": None,
+    # Guessing agents' console passwords.
+    "console.login": None,
 }
 
 

@@ -23,6 +23,8 @@ PAGE_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
     "form": {"form-action": (SELF,)},
     # status.js polls the JSON API; the page posts its cancel and move forms.
     "status": {"script-src": (SELF,), "connect-src": (SELF,), "form-action": (SELF,)},
+    # console.js polls state.json; the page posts the agent's state, note and logout.
+    "console": {"script-src": (SELF,), "connect-src": (SELF,), "form-action": (SELF,)},
 }
 # The status page's address carries the visitor's token: no Referer may take it anywhere,
 # not even to our own access log with the page's stylesheet and script.

@@ -108,9 +108,9 @@ def create_app(
     i18n.init_app(app)
 
     from cbserver import ratelimits, security
-    from cbserver.views import admin, api, bodies, form, metrics, openapi, status, widget
+    from cbserver.views import admin, api, bodies, console, form, metrics, openapi, status, widget
 
-    for view in (api, admin, form, metrics, openapi, status, widget):
+    for view in (api, admin, console, form, metrics, openapi, status, widget):
         app.register_blueprint(view.blueprint)
     # Built now, not on the first visitor's request (it takes a good part of a second).
     bodies.request_bodies()

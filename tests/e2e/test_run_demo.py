@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +22,7 @@ from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.config import Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.sipp import SippPeer
+from tests.browser import Browser
 from tests.e2e.conftest import ari_config, instance_environ
 from tests.e2e.harness import (
     SCENARIOS,
@@ -135,13 +139,14 @@ async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged
     )
     softphone.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.web_port}/") as web:
-            created = await web.post(
-                "api/v1/callbacks",
-                json={"subscriber": "acme", "phone": "+14155550123", "consent": True},
-            )
-            assert created.status_code == 201, created.text
-            callback = created.json()
+        # The agent's console in Chromium (its own thread: Playwright's sync API): available
+        # once the softphone registered, then the call pops up on the screen, bridged.
+        web_url = f"http://127.0.0.1:{settings.web_port}/"
+        callback, console = await asyncio.to_thread(
+            ask_while_the_console_watches, web_url, password.group(1)
+        )
+        assert "+14155550123" in console
+        async with httpx.AsyncClient(base_url=web_url) as web:
 
             async def status() -> str:
                 return shown_status((await web.get(callback["status_url"])).text)
@@ -171,6 +176,42 @@ async def test_a_softphone_registered_as_a_demo_agent_is_called_back_and_bridged
             await until(lambda: gateway.received("BYE"), within=10, message="the gateway's BYE")
     finally:
         softphone.stop()
+
+
+def ask_while_the_console_watches(web_url: str, password: str) -> tuple[dict[str, Any], str]:
+    """Log in to the console as demo-alice, wait until it says available, ask for a call-back
+    and wait until the console shows it connected; the request and the console's text."""
+    with Browser.launch() as browser:
+        browser.open(f"{web_url}agent/login")
+        browser.fill("Agent name", "demo-alice")
+        browser.fill("Password", password)
+        browser.click("Log in")
+        browser.wait_for_text("Agent console: demo-alice")
+
+        def state() -> str:
+            return browser.text('[data-field="state_text"]').strip()
+
+        deadline = time.monotonic() + 15
+        while state() != "Available" and time.monotonic() < deadline:
+            time.sleep(0.2)  # the page itself polls once a second
+        assert state() == "Available", f"the registered softphone's agent is {state()!r}"
+        created = httpx.post(
+            f"{web_url}api/v1/callbacks",
+            json={"subscriber": "acme", "phone": "+14155550123", "consent": True},
+        )
+        assert created.status_code == 201, created.text
+        browser.wait_for_text("+14155550123", timeout=30)
+        deadline = time.monotonic() + 30
+        while (
+            browser.text('[data-field="status_text"]').strip() != "Connected"
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        text = browser.text()
+        assert browser.text('[data-field="status_text"]').strip() == "Connected", text
+        assert state() == "On a call", text
+        assert not browser.page_errors
+        return created.json(), text
 
 
 async def _shows(status: Callable[[], Awaitable[str]], text: str) -> bool:

@@ -425,6 +425,8 @@ def test_visitor_data_is_erased_after_the_retention_period(session: Session) -> 
     still_open = ask(session, PHONES[2])
     intake.cancel(session, old, "test")
     old.updated_at = FRIDAY_NOON - timedelta(days=91)
+    old.agent_note = "wants a quote for the boiler at 12 Elm St"
+    recent.agent_note = "called back, all fine"
     session.commit()
     intake.cancel(session, recent, "test")
     erased = housekeeping.anonymise_old_requests(session, FRIDAY_NOON, timedelta(days=90))
@@ -432,7 +434,9 @@ def test_visitor_data_is_erased_after_the_retention_period(session: Session) -> 
     for request in (old, recent, still_open):
         session.refresh(request)
     assert (old.visitor_phone, old.visitor_name, old.anonymised_at) == ("", None, FRIDAY_NOON)
+    assert old.agent_note is None, "the agent's note may hold what the visitor said"
     assert recent.visitor_phone == PHONES[1]
+    assert recent.agent_note == "called back, all fine"
     assert still_open.visitor_phone == PHONES[2]
 
 
