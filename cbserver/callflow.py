@@ -267,15 +267,6 @@ class AgentFirstCall:
             ours = request.attempt_count == self.claim.attempt_number and (
                 request.status in IN_CALL
             )
-            if ours or request.status not in IN_CALL:
-                # Else another worker carries the request on, with an agent of its own.
-                routing.release(
-                    session,
-                    self.request_id,
-                    now,
-                    talked=connected,
-                    wrap_up_seconds=request.subscriber.wrap_up_seconds,
-                )
             try:
                 if ours and connected:
                     transition(
@@ -292,6 +283,16 @@ class AgentFirstCall:
             except (StaleRequest, IllegalTransition) as exc:
                 log.warning("request %s: changed meanwhile: %s", self.request_id, exc)
                 session.rollback()
+            # As the request now stands (moved here, or canceled meanwhile): its agent is free,
+            # unless another worker carries the request on, with an agent of its own.
+            if request.status not in IN_CALL or request.attempt_count == self.claim.attempt_number:
+                routing.release(
+                    session,
+                    self.request_id,
+                    now,
+                    talked=connected,
+                    wrap_up_seconds=request.subscriber.wrap_up_seconds,
+                )
             # Whoever moves the request now (its claim released and taken up again, or
             # canceled), this attempt's own record ends here.
             attempt = session.get_one(CallAttempt, self.attempt_id)
@@ -367,9 +368,10 @@ class AgentFirstCall:
         the request waits for Asterisk with its attempts as they were."""
         log.warning("request %s: Asterisk is shutting down; attempt given back", self.request_id)
         self.refused_by_stopping_asterisk = True
+        await self._hang_up(self.channels)
         reason = "Asterisk was shutting down; not counted as an attempt, tried when it is back"
         if not await self._record(self._return_to_queue, reason):
-            await self._record(self._close, 0, reason[:100])
+            await self._record(self._close, 0, "Asterisk was shutting down")
         self._finish()
 
     def _return_to_queue(self, reason: str) -> bool:
@@ -399,7 +401,9 @@ class AgentFirstCall:
             except (StaleRequest, IllegalTransition):
                 session.rollback()
                 return False
-            session.delete(session.get_one(CallAttempt, self.attempt_id))
+            attempt = session.get(CallAttempt, self.attempt_id)
+            if attempt is not None:  # else given back already, the answer lost on its way
+                session.delete(attempt)
             routing.release(session, self.request_id, now, talked=False, wrap_up_seconds=0)
             session.commit()
             return True
@@ -568,6 +572,8 @@ class AgentFirstCall:
         self.agent_channel = agent.id if agent is not None else None
         self.visitor_channel = visitor.id if visitor is not None else None
         self.bridge_id = bridge.id if bridge is not None else None
+        # The previous life placed this attempt's calls: never given back (see _give_back).
+        self._dialled = True
         self.agents = list(owned.agents_after)
         if agent is None and owned.agent_rung is not None:
             # Its channel is gone, or was never made: that agent is rung (again) first.

@@ -214,6 +214,14 @@ def anonymise_old_refusals(session: Session, now: datetime, retention: timedelta
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def free_stranded_agents(session: Session) -> int:
+    """Agents held for requests no longer in a call are free again; how many. Committed."""
+    freed = routing.free_stranded(session, IN_CALL)
+    if freed:
+        log.warning("agent(s) %s held for no call any more: free again", ", ".join(freed))
+    return len(freed)
+
+
 def next_due(session: Session) -> datetime | None:
     """When the next booked slot or retry comes due."""
     # One MIN per status: each is the first entry of the due index, however many wait.
@@ -237,6 +245,7 @@ class Rounds:
     moved_to_opening: int
     released: int
     renewed: int
+    freed: int = 0
 
 
 def one_round(
@@ -257,4 +266,5 @@ def one_round(
         moved_to_opening=close_doors(session, now),
         released=release_stale_claims(session, now, spare=None if adopted else worker),
         renewed=renewed,
+        freed=free_stranded_agents(session),
     )

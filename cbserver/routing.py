@@ -12,6 +12,7 @@ for two businesses sharing that agent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -104,17 +105,22 @@ _HOLD = (
 # Another worker busy with the agent's row is as good as an answer: that agent is being taken.
 # Skipped, never waited for, so two workers reserving agents in different orders never
 # deadlock (PostgreSQL; SQLite has one writer at a time).
-_LOCK = select(Agent.id).where(Agent.id == bindparam("agent_id")).with_for_update(skip_locked=True)
+# Only an available agent's row is locked: a claim looking at busy agents locks none of them.
+_LOCK = (
+    select(Agent.id)
+    .where(Agent.id == bindparam("agent_id"), available(_NOW))
+    .with_for_update(skip_locked=True)
+)
 
 
-def _locked(session: Session, agent_id: int) -> bool:
-    return session.execute(_LOCK, {"agent_id": agent_id}).first() is not None
+def _locked(session: Session, agent_id: int, now: datetime) -> bool:
+    return session.execute(_LOCK, {"agent_id": agent_id, "now": now}).first() is not None
 
 
 def reserve(session: Session, agent_id: int, request_id: str, now: datetime) -> bool:
     """Give the available agent this call-back; False when it is not available (another
     worker may hold it for this very request). Not committed."""
-    if not _locked(session, agent_id):
+    if not _locked(session, agent_id, now):
         return False
     result = session.execute(_RESERVE, {"agent_id": agent_id, "request_id": request_id, "now": now})
     return bool(getattr(result, "rowcount", 0))
@@ -134,8 +140,8 @@ def hand_over(session: Session, agent_id: int, request_id: str, now: datetime) -
     """The request's call moves on to ``agent_id`` (the agent before did not take it), held
     from the claim on when it is the first: that agent is held and any other the request held
     is free again. False when the agent is not available. Not committed."""
-    if not _locked(session, agent_id):
-        return False
+    # Not skipped when locked: an agent this request holds already is its own to keep (a claim
+    # elsewhere may be looking at the row), and a claim never waits, so this cannot deadlock.
     result = session.execute(_HOLD, {"agent_id": agent_id, "request_id": request_id, "now": now})
     if not getattr(result, "rowcount", 0):
         return False
@@ -164,3 +170,40 @@ def release(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+
+
+def free_stranded(session: Session, in_call: Sequence[str]) -> list[str]:
+    """Free the agents held for requests no longer in a call (statuses ``in_call``): a request
+    canceled while its worker was dead, or whose call ended without its agent's release being
+    written. The names freed. Committed.
+
+    The held rows are locked first (a claim busy with one is skipped), and the requests read
+    after that, so a reservation made meanwhile is never taken for a stale one."""
+    held = session.execute(
+        select(Agent.id, Agent.name, Agent.on_call)
+        .where(Agent.on_call.is_not(None))
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not held:
+        session.commit()
+        return []
+    still_in_call = set(
+        session.scalars(
+            select(CallbackRequest.id).where(
+                CallbackRequest.id.in_([request_id for _, _, request_id in held]),
+                CallbackRequest.status.in_(in_call),
+            )
+        )
+    )
+    stranded = [
+        (agent_id, name) for agent_id, name, request_id in held if request_id not in still_in_call
+    ]
+    if stranded:
+        session.execute(
+            update(Agent)
+            .where(Agent.id.in_([agent_id for agent_id, _ in stranded]))
+            .values(on_call=None)
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    return [name for _, name in stranded]

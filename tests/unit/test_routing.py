@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from cbserver import agents as agents_service
-from cbserver import routing
+from cbserver import housekeeping, intake, routing
 from cbserver.agents import add_agent
 from cbserver.claims import claim_next
 from cbserver.housekeeping import release_stale_claims
@@ -221,3 +221,21 @@ def test_a_pause_reason_too_long_is_refused_by_name(session: Session, three: lis
         agents_service.pause(session, "ben", "x" * 101)
     with pytest.raises(agents_service.AgentError, match="no agent named 'zoe'"):
         agents_service.pause(session, "zoe", None)
+
+
+def test_an_agent_held_for_a_request_canceled_behind_its_calls_back_is_freed(
+    session: Session, three: list[Agent]
+) -> None:
+    """The worker died mid-call and the visitor canceled: no call flow is left to free ben."""
+    request_id = ask(session, "shop", PHONES[0])
+    assert offered_to(session) == "ben"
+    intake.cancel(session, session.get_one(CallbackRequest, request_id), "the visitor canceled")
+    under_way = ask(session, "shop", PHONES[1])
+    assert offered_to(session) == "anna"
+
+    done = housekeeping.one_round(session, "node-1", NOW + timedelta(seconds=30))
+
+    assert done.freed == 1
+    holding = {a.name: a.on_call for a in agents_service.list_agents(session)}
+    assert holding["ben"] is None
+    assert holding["anna"] == under_way, "a call under way keeps its agent"
