@@ -974,6 +974,8 @@ def _worker(obj: Context, sessions: sessionmaker[Session], wake_port: int | None
         max_calls=settings.worker_max_calls,
         lease=timedelta(seconds=settings.worker_lease_seconds),
         ami=AmiConfig.for_instance(settings, obj.instance),
+        # Another host's Asterisk cannot reach this loopback server: its own dialplan decides.
+        agi_port=None if settings.uses_remote_ari else settings.agi_port,
     )
 
 

@@ -64,6 +64,8 @@ class Settings:
     sip_port: int = 5260
     http_port: int = 8288
     ami_port: int = 5238
+    # The worker's FastAGI server, on loopback, for the dialplan of calls coming in.
+    agi_port: int = 5239
     rtp_port_start: int = 31000
     rtp_port_end: int = 31999
     sip_bind: str = "127.0.0.1"
@@ -225,6 +227,7 @@ class Settings:
             "sip_port",
             "http_port",
             "ami_port",
+            "agi_port",
             "rtp_port_start",
             "rtp_port_end",
             "web_port",
@@ -238,9 +241,9 @@ class Settings:
                 f"RTP port range {self.rtp_port_start}-{self.rtp_port_end} is too small "
                 "(two ports per call leg; give at least 10)"
             )
-        used = [self.sip_port, self.http_port, self.ami_port]
+        used = [self.sip_port, self.http_port, self.ami_port, self.agi_port]
         if len(set(used)) != len(used):
-            raise ConfigError(f"SIP, HTTP and AMI ports must differ (got {used})")
+            raise ConfigError(f"SIP, HTTP, AMI and AGI ports must differ (got {used})")
         if self.trunk_qualify_seconds < 0:
             raise ConfigError(f"{ENV_PREFIX}TRUNK_QUALIFY_SECONDS must be 0 (off) or more")
         for name in ("agent_ring_seconds", "visitor_ring_seconds", "accept_seconds"):

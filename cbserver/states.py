@@ -21,11 +21,21 @@ S = RequestStatus
 log = logging.getLogger("cbserver.states")
 
 TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
-    S.SCHEDULED: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED}),
+    # Completed while waiting: the visitor called back and an agent answered (dialplan/agi.py).
+    S.SCHEDULED: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.COMPLETED}),
     # queued -> queued: moved to another place in the line (rescheduled into a slot under way).
     # Failed straight from the queue: its number is refused by the policy as it now stands.
     S.QUEUED: frozenset(
-        {S.DIALING_AGENT, S.DIALING_VISITOR, S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.FAILED}
+        {
+            S.DIALING_AGENT,
+            S.DIALING_VISITOR,
+            S.QUEUED,
+            S.SCHEDULED,
+            S.CANCELED,
+            S.EXPIRED,
+            S.FAILED,
+            S.COMPLETED,
+        }
     ),
     # Agent-first: agent, then visitor. Visitor-first: visitor, then agent.
     # A failed attempt with no time left before the deadline expires the request.
@@ -36,7 +46,7 @@ TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
         {S.DIALING_AGENT, S.CONNECTED, S.RETRY_WAIT, S.FAILED, S.CANCELED, S.EXPIRED}
     ),
     S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
-    S.RETRY_WAIT: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.FAILED}),
+    S.RETRY_WAIT: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELED, S.EXPIRED, S.FAILED, S.COMPLETED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELED: frozenset(),

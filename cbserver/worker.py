@@ -27,6 +27,8 @@ from cbserver.callflow import AgentFirstCall, CallSettings, VisitorFirstCall
 from cbserver.claims import LEASE, Claim, claim_due, promote_due
 from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread, OutageLog
+from cbserver.dialplan import agi
+from cbserver.dialplan.agi import InboundCalls
 
 log = logging.getLogger("cbserver.worker")
 POLL_SECONDS = 1.0
@@ -100,9 +102,12 @@ class Worker:
         max_calls: int = MAX_CALLS,
         lease: timedelta = LEASE,
         ami: AmiConfig | None = None,
+        agi_port: int | None = None,
     ) -> None:
         self.ari_config = ari_config
         self.ami = ami
+        # Where the worker answers the dialplan's FastAGI requests; None: it does not.
+        self.agi_port = agi_port
         self.sessions = sessions
         self.name = name or worker_id()
         self.clock: Clock = clock or SystemClock()
@@ -367,7 +372,7 @@ class Worker:
             raise
         scheduler = self._start_scheduler(chores, erasing)
         try:
-            async with self._presence():
+            async with self._presence(), self._answering_calls():
                 await self._serve_with(stop, claims, calls)
         finally:
             await self._stop_scheduler(scheduler)
@@ -396,6 +401,31 @@ class Worker:
             watching.cancel()
             with suppress(asyncio.CancelledError):
                 await watching
+            thread.close()
+
+    @contextlib.asynccontextmanager
+    async def _answering_calls(self) -> AsyncIterator[None]:
+        """The FastAGI server the dialplan asks where calls coming in go (dialplan/agi.py);
+        should its port be taken, calls coming in hear an apology and call-backs go on."""
+        if self.agi_port is None:
+            yield
+            return
+        thread = DatabaseThread("cbserver-agi")
+        calls = InboundCalls(
+            self.sessions, thread, self.call_settings.agent_ring_seconds, self.clock
+        )
+        try:
+            server = await agi.serve(calls, self.agi_port)
+        except OSError as exc:
+            log.error("worker %s: no FastAGI on port %d (%s)", self.name, self.agi_port, exc)
+            thread.close()
+            yield
+            return
+        try:
+            yield
+        finally:
+            server.close()
+            await server.wait_closed()
             thread.close()
 
     async def _register(self, claims: DatabaseThread) -> None:

@@ -262,6 +262,7 @@ class AsteriskInstance:
                 "sip": s.sip_port,
                 "http": s.http_port,
                 "ami": s.ami_port,
+                "agi": s.agi_port,
                 "rtp_start": s.rtp_port_start,
                 "rtp_end": s.rtp_port_end,
             },

@@ -44,7 +44,7 @@ class Ports:
 
 def instance_environ(state_dir: Path, name: str) -> dict[str, str]:
     """A CBSERVER_* environment for one test instance on free ports."""
-    sip, http, ami, web = free_ports(4)
+    sip, http, ami, web, agi = free_ports(5)
     return {
         "CBSERVER_WEB_PORT": str(web),
         "CBSERVER_STATE_DIR": str(state_dir),
@@ -52,6 +52,7 @@ def instance_environ(state_dir: Path, name: str) -> dict[str, str]:
         "CBSERVER_SIP_PORT": str(sip),
         "CBSERVER_HTTP_PORT": str(http),
         "CBSERVER_AMI_PORT": str(ami),
+        "CBSERVER_AGI_PORT": str(agi),
         "CBSERVER_RTP_PORT_START": "41000",
         "CBSERVER_RTP_PORT_END": "41999",
         "CBSERVER_DATABASE_URL": f"sqlite:///{state_dir / 'cbserver.sqlite3'}",

@@ -1,15 +1,19 @@
 """The call centre on the real Asterisk: three agents' sipp phones, the worker following their
 presence and the call detail records over AMI. Each call-back rings the longest-idle available
 agent; a paused agent is never rung; an agent wrapping up is rung again only once the wrap-up is
-over; a bridged call's billable seconds are recorded on its attempt."""
+over; a bridged call's billable seconds are recorded on its attempt. Calls coming in from the
+trunk go through the worker's FastAGI server: a visitor ringing back reaches the agents and
+completes the request; with the worker away the caller hears an apology and nothing hangs."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -17,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents as agents_service
 from cbserver.ami import AmiConfig
+from cbserver.ari import AriClient
 from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.callflow import CallSettings
 from cbserver.config import Settings
@@ -25,7 +30,7 @@ from cbserver.models import Agent, AgentAssignment, CallbackRequest, RequestStat
 from cbserver.sipp import SippPeer
 from cbserver.worker import Worker
 from tests.e2e.conftest import Ports, ari_config
-from tests.e2e.harness import dials, free_ports, until
+from tests.e2e.harness import SCENARIOS, dials, free_media_ports, free_ports, until
 
 APP = "cbserver-call-centre-e2e"
 NAMES = ("anna", "ben", "cleo")
@@ -34,6 +39,7 @@ NAMES = ("anna", "ben", "cleo")
 @dataclass
 class Team:
     slug: str
+    number: str  # the business's number: its call-backs' caller ID, and where calls come in
     agents: dict[str, str]  # short name -> agent (endpoint) name
     phones: dict[str, SippPeer]
 
@@ -54,11 +60,12 @@ def team(
     """A business served by three agents of its own at one priority, none of whom has had a
     call: offered in the order they were added, then by how long each has been idle."""
     tag = secrets.token_hex(3)
+    number = f"+12015559{secrets.randbelow(1000):03d}"  # its own: the e2e database is shared
     ports = dict(zip(NAMES, free_ports(3), strict=True))
     agents = {short: f"{short}-{tag}" for short in NAMES}
     with sessions() as session:
         subscriber = Subscriber(
-            slug=f"routing-{tag}", display_name="Team", country="US", caller_id="+12015550100"
+            slug=f"routing-{tag}", display_name="Team", country="US", caller_id=number
         )
         for short in NAMES:
             agent = agents_service.add_agent(
@@ -75,7 +82,7 @@ def team(
         short: sipp(agents[short], ports[short], "agent_accepts.xml", "-d", "300")
         for short in NAMES
     }
-    yield Team(subscriber.slug, agents, phones)
+    yield Team(subscriber.slug, number, agents, phones)
     with sessions() as session:
         session.execute(
             update(Agent).where(Agent.name.in_(agents.values())).values(active=False, on_call=None)
@@ -88,7 +95,8 @@ def team(
 async def worker(
     settings: Settings, asterisk: AsteriskInstance, sessions: sessionmaker[Session]
 ) -> AsyncIterator[Worker]:
-    """A worker that follows presence over AMI, as `cbserver worker` does."""
+    """A worker that follows presence and CDRs over AMI and answers the dialplan's FastAGI
+    requests, as `cbserver worker` does."""
     keys = asterisk.secrets().ami
     running = Worker(
         ari_config(asterisk, app=APP),
@@ -96,6 +104,7 @@ async def worker(
         name=f"routing-{secrets.token_hex(2)}",
         call_settings=CallSettings(app=APP, accept_seconds=4),
         ami=AmiConfig("127.0.0.1", settings.ami_port, keys.username, keys.password),
+        agi_port=settings.agi_port,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(running.run(stop))
@@ -217,3 +226,80 @@ async def test_a_bridged_calls_billable_seconds_are_recorded_on_its_attempt(
     print(f"\nCDR: billed {seconds} s; agent's answer to the visitor's BYE {on_the_wire:.2f} s")
     assert talk_ms / 1000 <= on_the_wire
     assert abs(seconds - on_the_wire) <= 1, f"billed {seconds} s, {on_the_wire:.2f} s on the wire"
+
+
+def caller(tmp_path: Path, number: str, dialled: str) -> SippPeer:
+    """A phone on the trunk side, calling ``dialled`` from ``number``."""
+    port = free_ports(1)[0]
+    return SippPeer(
+        name=f"caller-{number}",
+        port=port,
+        workdir=tmp_path / "caller",
+        scenario=SCENARIOS / "uac_calls_in.xml",
+        media_port=free_media_ports(port),
+        extra_args=("-s", dialled, "-key", "caller", number),
+    )
+
+
+def status_of(sessions: sessionmaker[Session], request_id: str) -> str:
+    with sessions() as session:
+        return session.get_one(CallbackRequest, request_id).status
+
+
+async def test_a_visitor_ringing_back_reaches_an_agent_and_the_request_is_completed(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    team: Team,
+    worker: Worker,
+    sipp: Callable[..., SippPeer],
+    ports: Ports,
+    tmp_path: Path,
+) -> None:
+    change(sessions, team, retry_interval_seconds=3600)
+    sipp("trunk", ports.trunk, "agent_busy.xml")  # the visitor's line is busy at the call-back
+    visitor = "+12015550160"
+    request_id = ask(sessions, team, visitor)
+    await until(
+        lambda: status_of(sessions, request_id) == "retry_wait",
+        within=20,
+        message=lambda: f"the busy attempt; {status_of(sessions, request_id)}",
+    )
+    rung_before = len(team.rung())
+
+    phone = caller(tmp_path, visitor, team.number)
+    exit_code = await asyncio.to_thread(phone.call, f"127.0.0.1:{settings.sip_port}", timeout=20)
+
+    assert exit_code == 0, phone.output_file.read_text(errors="replace")[-2000:]
+    assert [m.status for m in phone.received() if m.status == 200][:1] == [200], "answered"
+    invites = [i for p in team.phones.values() for i in dials(p)][rung_before:]
+    assert invites, "the business's agents were rung"
+    assert all(visitor in (i.header("From") or "") for i in invites), "showing who rings"
+    await until(
+        lambda: status_of(sessions, request_id) == "completed",
+        within=5,
+        message=lambda: f"completed; {status_of(sessions, request_id)}",
+    )
+    with sessions() as session:
+        reason = session.get_one(CallbackRequest, request_id).events[-1].reason
+    assert reason.startswith("the visitor called back and ")
+    assert any(name in reason for name in team.agents.values()), reason
+
+
+async def test_with_the_worker_away_a_caller_hears_an_apology_and_no_channel_is_left(
+    settings: Settings, ari: AriClient, team: Team, tmp_path: Path
+) -> None:
+    phone = caller(tmp_path, "+12015550161", team.number)
+    started = time.monotonic()
+    exit_code = await asyncio.to_thread(phone.call, f"127.0.0.1:{settings.sip_port}", timeout=20)
+
+    assert exit_code == 0, phone.output_file.read_text(errors="replace")[-2000:]
+    flow = [m.method or m.status for m in phone.messages()]
+    assert 200 in flow, "answered, for the apology"
+    assert "BYE" in [m.method for m in phone.received()], "Asterisk hung up, not the caller"
+    assert time.monotonic() - started < 4, "ended by Asterisk after the apology"
+    assert team.rung() == [], "no agent rung"
+
+    async def nothing_left() -> bool:
+        return await ari.list_channels() == []
+
+    await until(nothing_left, within=5, message="no channel left on Asterisk")
