@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -388,30 +388,30 @@ class PresenceWatcher:
         seconds = record.get("BillableSeconds", "")
         if not (attempt.isdigit() and seconds.isdigit() and record.get("DestinationChannel")):
             return
+        if await self._stored(self.store.record_billable(int(attempt), int(seconds))):
+            log.info("attempt %s: %s billable seconds", attempt, seconds)
+
+    async def _stored(self, write: Awaitable[None]) -> bool:
+        """Run a write to the store; False (said once, until one succeeds) while the database is
+        unreachable, the write then lost: presence is written again at the next change or
+        seeding, a record is not."""
         try:
-            await self.store.record_billable(int(attempt), int(seconds))
+            await write
         except Exception as exc:
             if not db.unreachable(exc):
                 raise
             self._recording.failed(exc)
-            return
+            return False
         self._recording.succeeded()
-        log.info("attempt %s: %s billable seconds", attempt, seconds)
+        return True
 
     async def _write(self, name: str) -> None:
         """Record ``name``'s presence if it changed (only then)."""
         presence = self._seen[name].presence()
         if presence is None or self._recorded.get(name) == presence:
             return
-        try:
-            await self.store.record(name, presence)
-        except Exception as exc:
-            if not db.unreachable(exc):
-                raise
-            # Not remembered as recorded: the next change, or the next seeding, writes it.
-            self._recording.failed(exc)
-            return
-        self._recording.succeeded()
+        if not await self._stored(self.store.record(name, presence)):
+            return  # not remembered as recorded: the next change, or the next seeding, writes it
         self._recorded[name] = presence
         log.info("presence: agent %s is %s", name, presence)
         if presence == AVAILABLE and self.on_available is not None:

@@ -12,8 +12,8 @@ import pytest
 
 from cbserver import db
 from cbserver.intake import Submission, submit
-from cbserver.models import CallAttempt
 from tests.unit.conftest import Run
+from tests.unit.test_usage import attempts
 
 BOLT = (
     "--name",
@@ -47,17 +47,7 @@ def bolt(cbserver: Run, tmp_path: Path) -> None:
                 Submission("bolt", "+4915123456789", consent=True),
                 now=datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
             ).request.id
-            for number, (started_at, outcome, billable_seconds) in enumerate(tries, start=1):
-                session.add(
-                    CallAttempt(
-                        request_id=request_id,
-                        number=number,
-                        started_at=started_at,
-                        outcome=outcome,
-                        billable_seconds=billable_seconds,
-                    )
-                )
-            session.commit()
+            attempts(session, request_id, *tries)
     finally:
         engine.dispose()
 

@@ -26,13 +26,17 @@ pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
 WRONG = "Wrong agent name or password."
 
 
-@pytest.fixture
-def password(sessions: sessionmaker[Session], acme: Subscriber) -> str:
+def console_password(sessions: sessionmaker[Session]) -> str:
     """alice serves acme and has a console password: this one."""
     with sessions() as session:
         agents.add_agent(session, "alice", contact="sip:alice@127.0.0.1:5070")
         subscribers.assign_agent(session, "acme", "alice")
         return agents.set_console_password(session, "alice")
+
+
+@pytest.fixture
+def password(sessions: sessionmaker[Session], acme: Subscriber) -> str:
+    return console_password(sessions)
 
 
 @pytest.fixture

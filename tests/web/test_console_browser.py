@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import agents, intake, subscribers
+from cbserver import intake
 from cbserver.intake import Submission
 from cbserver.models import Agent, Subscriber
 from tests.browser import Browser
 from tests.web.conftest import CLOCK_START, US_MOBILE
+from tests.web.test_console import console_password
 
 pytestmark = [pytest.mark.browser]
 
@@ -26,10 +27,7 @@ def database_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def password(sessions: sessionmaker[Session], acme: Subscriber) -> str:
-    with sessions() as session:
-        agents.add_agent(session, "alice", contact="sip:alice@127.0.0.1:5070")
-        subscribers.assign_agent(session, "acme", "alice")
-        return agents.set_console_password(session, "alice")
+    return console_password(sessions)
 
 
 def test_the_console_follows_the_agents_call_without_a_reload(
