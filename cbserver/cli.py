@@ -30,7 +30,7 @@ from cbserver.config import ConfigError, Settings
 from cbserver.demo_gateway import DemoGateway
 from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours, week_from_text, week_to_text
-from cbserver.models import Agent, CallOrder, Subscriber, utcnow
+from cbserver.models import Agent, CallOrder, Subscriber, UnknownCallers, utcnow
 from cbserver.nodes import WorkerNameTaken
 from cbserver.serve import WebServer, WebServerError
 from cbserver.web import create_app
@@ -445,6 +445,19 @@ def subscriber_group() -> None:
     default="",
     help="Web origins the widget may post from, like https://www.example.com,https://example.com.",
 )
+@click.option(
+    "--inbound-number",
+    help="Another number calls in reach the business's agents by, besides the caller ID, "
+    "in E.164 (+1…).",
+)
+@click.option(
+    "--unknown-callers",
+    type=click.Choice(subscribers_service.UNKNOWN_CALLERS),
+    default=UnknownCallers.AGENTS.value,
+    show_default=True,
+    help="What a caller without a waiting call-back gets: the agents, or a message "
+    "('nobody is available') and the call ends.",
+)
 @click.pass_obj
 def subscriber_add(
     obj: Context,
@@ -460,6 +473,8 @@ def subscriber_add(
     wrap_up_seconds: int,
     allowed_countries: str,
     allowed_origins: str,
+    inbound_number: str | None,
+    unknown_callers: str,
 ) -> None:
     """Add a subscriber; prints its hosted form path and widget key."""
     with obj.upgraded_sessions()() as session:
@@ -478,6 +493,8 @@ def subscriber_add(
                 wrap_up_seconds=wrap_up_seconds,
                 allowed_countries=allowed_countries,
                 allowed_origins=allowed_origins,
+                inbound_number=inbound_number,
+                unknown_callers=unknown_callers,
             )
         except subscribers_service.SubscriberError as exc:
             _fail(str(exc))
@@ -521,6 +538,17 @@ def subscriber_add(
     help="After a call-back an agent talked in, seconds before they are offered the next "
     "(for notes), 0 to 3600.",
 )
+@click.option(
+    "--inbound-number",
+    help="Another number calls in reach the business's agents by, besides the caller ID, "
+    "in E.164 (+1…), or 'none'.",
+)
+@click.option(
+    "--unknown-callers",
+    type=click.Choice(subscribers_service.UNKNOWN_CALLERS),
+    help="What a caller without a waiting call-back gets: the agents, or a message "
+    "('nobody is available') and the call ends.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
 @click.pass_obj
 def subscriber_schedule(
@@ -537,10 +565,12 @@ def subscriber_schedule(
     deadline_days: int | None,
     retry_rules: str | None,
     wrap_up_seconds: int | None,
+    inbound_number: str | None,
+    unknown_callers: str | None,
     as_json: bool,
 ) -> None:
     """Show or change when a subscriber takes call-backs: hours, slots, deadlines, retries,
-    the agents' wrap-up."""
+    the agents' wrap-up, and who reaches the agents calling in."""
     with obj.upgraded_sessions()() as session:
         try:
             subscriber = subscribers_service.get_subscriber(session, slug)
@@ -557,8 +587,11 @@ def subscriber_schedule(
                 "booking_days": booking_days,
                 "deadline_days": deadline_days,
                 "wrap_up_seconds": wrap_up_seconds,
+                "unknown_callers": unknown_callers,
             }
             changes.update({k: v for k, v in options.items() if v is not None})
+            if inbound_number is not None:
+                changes["inbound_number"] = _inbound_number(inbound_number)
             if slot_capacity is not None:
                 changes["slot_capacity"] = _slot_capacity(slot_capacity)
             if retry_rules is not None:
@@ -603,6 +636,8 @@ def _print_schedule(slug: str, shown: dict[str, Any]) -> None:
         ["retries", retries],
         ["retry rules", rules],
         ["wrap-up", _wrap_up_text(shown["wrap_up_seconds"])],
+        ["inbound", _inbound_text(shown["inbound_number"])],
+        ["other callers", _unknown_callers_text(shown["unknown_callers"])],
     ]
     click.echo(f"Schedule of {slug!r} ({shown['time_zone']}):")
     for label, value in rows:
@@ -613,6 +648,18 @@ def _wrap_up_text(seconds: int) -> str:
     if seconds == 0:
         return "none: an agent is offered the next call-back at once"
     return f"{seconds} s after a call-back the agent talked in"
+
+
+def _inbound_text(number: str | None) -> str:
+    if number is None:
+        return "none: calls in reach the agents by the caller ID only"
+    return f"{number}, besides the caller ID"
+
+
+def _unknown_callers_text(choice: str) -> str:
+    if choice == UnknownCallers.MESSAGE:
+        return "message: callers without a waiting call-back are told nobody is available"
+    return "agents: callers without a waiting call-back reach the agents too"
 
 
 def _schedule_changes(
@@ -641,6 +688,10 @@ def _schedule_changes(
         day, _, openings = item.partition("=")
         exceptions[day.strip()] = [o.strip() for o in openings.split(",") if o.strip()]
     return {"hours": {"weekly": wanted["weekly"], "exceptions": exceptions}}
+
+
+def _inbound_number(text: str) -> str | None:
+    return None if text.strip().lower() == "none" else text
 
 
 def _slot_capacity(text: str) -> int | None:

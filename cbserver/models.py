@@ -102,6 +102,13 @@ class OutsideHours(StrEnum):
     REFUSE = "refuse"
 
 
+class UnknownCallers(StrEnum):
+    """What a call in from someone without a waiting call-back gets (see dialplan/agi.py)."""
+
+    AGENTS = "agents"
+    MESSAGE = "message"
+
+
 class CallOrder(StrEnum):
     AGENT_FIRST = "agent_first"
     VISITOR_FIRST = "visitor_first"
@@ -151,6 +158,11 @@ class Subscriber(Base):
     # ISO 3166 country: visitors' national numbers are read as numbers of this country.
     country: Mapped[str] = mapped_column(String(2))
     caller_id: Mapped[str] = mapped_column(String(20))
+    # A second number calls in reach the business by, besides its caller ID; None: none.
+    inbound_number: Mapped[str | None] = mapped_column(String(20), unique=True)
+    unknown_callers: Mapped[str] = mapped_column(
+        String(16), default=UnknownCallers.AGENTS.value, server_default="agents"
+    )
     language: Mapped[str] = mapped_column(String(8), default="en")
     call_order: Mapped[str] = mapped_column(String(16), default=CallOrder.AGENT_FIRST.value)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)

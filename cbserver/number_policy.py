@@ -371,13 +371,14 @@ def _contact_number(contact: str, country: str) -> str | None:
 
 
 def business_numbers(session: Session, subscriber: Subscriber) -> set[str]:
-    """The subscriber's own number and its agents' numbers, in E.164."""
+    """The subscriber's own numbers (caller ID, inbound number) and its agents' numbers, in
+    E.164."""
     contacts = session.scalars(
         select(Agent.contact)
         .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
         .where(AgentAssignment.subscriber_id == subscriber.id, Agent.contact.is_not(None))
     )
-    numbers = {subscriber.caller_id}
+    numbers = {n for n in (subscriber.caller_id, subscriber.inbound_number) if n}
     for contact in contacts:
         if contact and (number := _contact_number(contact, subscriber.country.upper())):
             numbers.add(number)

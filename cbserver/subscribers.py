@@ -13,18 +13,27 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import NumberParseException
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours
-from cbserver.models import Agent, AgentAssignment, CallOrder, OutsideHours, Subscriber, utcnow
+from cbserver.models import (
+    Agent,
+    AgentAssignment,
+    CallOrder,
+    OutsideHours,
+    Subscriber,
+    UnknownCallers,
+    utcnow,
+)
 from cbserver.retries import RetryRuleError, parse_rules
 from cbserver.scheduling import replan_waiting
 
 LANGUAGES = ("en", "de")
 CALL_ORDERS = tuple(order.value for order in CallOrder)
+UNKNOWN_CALLERS = tuple(choice.value for choice in UnknownCallers)
 MAX_ATTEMPTS = (1, 10)
 RETRY_INTERVAL_SECONDS = (30, 86400)
 WRAP_UP_SECONDS = (0, 3600)
@@ -86,21 +95,27 @@ def validate_country(country: str) -> str:
     return _region(country, "country")
 
 
-def validate_caller_id(caller_id: str) -> str:
-    """The caller ID in E.164 (+ and country code required)."""
+def validate_caller_id(caller_id: str, field: str = "caller_id", what: str = "caller ID") -> str:
+    """The caller ID (or another of the business's numbers, ``field``) in E.164 (+ and country
+    code required)."""
     text = caller_id.strip()
-    message = (
-        f"caller ID {caller_id!r} is not a valid phone number in E.164 form, like +12015550100"
-    )
+    message = f"{what} {caller_id!r} is not a valid phone number in E.164 form, like +12015550100"
     if not _CALLER_ID.fullmatch(text):
-        raise SubscriberError("caller_id", message)
+        raise SubscriberError(field, message)
     try:
         number = phonenumbers.parse(text, None)
     except NumberParseException as exc:
-        raise SubscriberError("caller_id", message) from exc
+        raise SubscriberError(field, message) from exc
     if not phonenumbers.is_valid_number(number):
-        raise SubscriberError("caller_id", message)
+        raise SubscriberError(field, message)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def validate_inbound_number(number: str | None) -> str | None:
+    """The inbound number in E.164, or None for none."""
+    if number is None:
+        return None
+    return validate_caller_id(number, "inbound_number", "inbound number")
 
 
 def validate_time_zone(time_zone: str) -> str:
@@ -124,6 +139,14 @@ def validate_call_order(call_order: str) -> str:
     if call_order not in CALL_ORDERS:
         raise SubscriberError("call_order", f"call order must be one of {', '.join(CALL_ORDERS)}")
     return call_order
+
+
+def validate_unknown_callers(unknown_callers: str) -> str:
+    if unknown_callers not in UNKNOWN_CALLERS:
+        raise SubscriberError(
+            "unknown_callers", f"unknown_callers must be one of {', '.join(UNKNOWN_CALLERS)}"
+        )
+    return unknown_callers
 
 
 def _in_range(value: int, bounds: tuple[int, int], field: str, what: str) -> int:
@@ -214,6 +237,8 @@ def add_subscriber(
     wrap_up_seconds: int = 0,
     allowed_countries: str = "",
     allowed_origins: str = "",
+    inbound_number: str | None = None,
+    unknown_callers: str = UnknownCallers.AGENTS.value,
 ) -> Subscriber:
     """Validate and store a subscriber (committed); SubscriberError names what is wrong."""
     subscriber = Subscriber(
@@ -236,20 +261,48 @@ def add_subscriber(
         ),
         allowed_countries=validate_allowed_countries(allowed_countries),
         allowed_origins=validate_allowed_origins(allowed_origins),
+        inbound_number=validate_inbound_number(inbound_number),
+        unknown_callers=validate_unknown_callers(unknown_callers),
     )
     duplicate = SubscriberError("slug", f"a subscriber named {slug!r} already exists")
     if _find(session, slug) is not None:
         raise duplicate
+    _check_numbers_free(session, subscriber.slug, subscriber.caller_id, subscriber.inbound_number)
     session.add(subscriber)
     try:
         session.commit()
     except IntegrityError as exc:
-        # A concurrent add of the same slug won the unique constraint.
+        # A concurrent add of the same slug (or inbound number) won the unique constraint.
         session.rollback()
         if _find(session, slug) is not None:
             raise duplicate from exc
+        _check_numbers_free(
+            session, subscriber.slug, subscriber.caller_id, subscriber.inbound_number
+        )
         raise
     return subscriber
+
+
+def _check_numbers_free(session: Session, slug: str, caller_id: str, inbound: str | None) -> None:
+    """Refuse a number that would make calls in reach two businesses: the inbound number may be
+    no business's caller ID or inbound number, nor the caller ID another's inbound number."""
+    others = select(Subscriber.slug).where(Subscriber.slug != slug).limit(1)
+    if inbound is not None:
+        if inbound == caller_id:
+            raise SubscriberError(
+                "inbound_number",
+                f"inbound number {inbound!r} is already {slug}'s number: its caller ID",
+            )
+        owner = session.scalar(
+            others.where(or_(Subscriber.caller_id == inbound, Subscriber.inbound_number == inbound))
+        )
+        if owner is not None:
+            raise SubscriberError(
+                "inbound_number", f"inbound number {inbound!r} is already {owner}'s number"
+            )
+    owner = session.scalar(others.where(Subscriber.inbound_number == caller_id))
+    if owner is not None:
+        raise SubscriberError("caller_id", f"caller ID {caller_id!r} is already {owner}'s number")
 
 
 def _find(session: Session, slug: str) -> Subscriber | None:
@@ -361,6 +414,8 @@ SCHEDULE_FIELDS = (
     "deadline_days",
     "retry_rules",
     "wrap_up_seconds",
+    "inbound_number",
+    "unknown_callers",
 )
 OUTSIDE_HOURS = tuple(choice.value for choice in OutsideHours)
 
@@ -382,6 +437,10 @@ def schedule_of(subscriber: Subscriber) -> dict[str, Any]:
         "retry_rules": subscriber.retry_rules or {},
         # 0: the agent is offered the next call-back as soon as one ends.
         "wrap_up_seconds": subscriber.wrap_up_seconds,
+        # None: calls in reach the business by its caller ID only.
+        "inbound_number": subscriber.inbound_number,
+        # What a caller without a waiting call-back gets: the agents, or a message.
+        "unknown_callers": subscriber.unknown_callers,
     }
 
 
@@ -427,10 +486,34 @@ def set_schedule(
             checked["retry_rules"] = parse_rules(changes["retry_rules"]) or None
         except RetryRuleError as exc:
             raise SubscriberError("retry_rules", str(exc)) from exc
+    if "inbound_number" in changes:
+        checked["inbound_number"] = _free_inbound_number(
+            session, subscriber, changes["inbound_number"]
+        )
+    if "unknown_callers" in changes:
+        checked["unknown_callers"] = validate_unknown_callers(changes["unknown_callers"])
     for name, value in checked.items():
         setattr(subscriber, name, value)
     if "hours" in checked:
         session.flush()
         replan_waiting(session, subscriber, now or utcnow())
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent change gave the same inbound number to another subscriber first.
+        session.rollback()
+        if "inbound_number" in checked:
+            _free_inbound_number(session, subscriber, checked["inbound_number"])
+        raise
     return subscriber
+
+
+def _free_inbound_number(session: Session, subscriber: Subscriber, number: object) -> str | None:
+    """The inbound number asked for, in E.164, if no other business has it; None for none."""
+    if number is not None and not isinstance(number, str):
+        raise SubscriberError(
+            "inbound_number", "the inbound number must be a phone number in E.164 form or none"
+        )
+    inbound = validate_inbound_number(number)
+    _check_numbers_free(session, subscriber.slug, subscriber.caller_id, inbound)
+    return inbound

@@ -3,11 +3,13 @@
 ``extensions.conf`` asks ``agi://127.0.0.1:<agi port>/inbound,<dialled number>`` for each call
 from the trunk, and ``/answered,<request id>`` on the agent's line when an agent answers one.
 
-- A call to a business's number (its caller ID, the number its call-backs show) is that
-  business's. From a visitor whose call-back is still waiting, it is a **return call**: the
-  caller hears "please hold while I try to connect you", the business's available agents ring
-  together with the visitor's number as caller ID, and the agent who answers completes the
-  request. Any other caller hears the same and reaches the same agents.
+- A call to a business's number (its caller ID, the number its call-backs show, or its inbound
+  number) is that business's. From a visitor whose call-back is still waiting, it is a **return
+  call**: the caller hears "please hold while I try to connect you", the business's available
+  agents ring together with the visitor's number as caller ID, and the agent who answers
+  completes the request. Any other caller hears the same and reaches the same agents, or, if the
+  business's ``unknown_callers`` is "message", hears "nobody is available to take your call" and
+  the call ends.
 - A number that is no business's hears "not in service"; with no agent available the caller
   hears "all circuits are busy" and the call ends.
 - Whatever goes wrong here (the database away, a bad request, a slow answer) the dialplan is
@@ -32,7 +34,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from cbserver import routing
 from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread
-from cbserver.models import Agent, AgentAssignment, CallbackRequest, RequestStatus, Subscriber
+from cbserver.models import (
+    Agent,
+    AgentAssignment,
+    CallbackRequest,
+    RequestStatus,
+    Subscriber,
+    UnknownCallers,
+)
 from cbserver.scheduling import UNSERVED
 from cbserver.states import IllegalTransition, StaleRequest, transition
 
@@ -41,6 +50,8 @@ log = logging.getLogger("cbserver.dialplan")
 HOLD_PROMPT = "pls-hold-while-try"
 NOT_IN_SERVICE = "ss-noservice"
 ALL_BUSY = "all-circuits-busy-now"
+# For a caller with no waiting call-back, when the business takes no other calls.
+UNKNOWN_CALLER_MESSAGE = "vm-nobodyavail"
 # The longest the dialplan waits on the database for an answer; then it apologises.
 ANSWER_WITHIN = 3.0
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9+&/_.:-]*$")
@@ -72,13 +83,18 @@ def _e164(number: str, country: str) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def _numbers(subscriber: Subscriber) -> set[str]:
+    """The numbers a call in reaches the business by."""
+    return {n for n in (subscriber.caller_id, subscriber.inbound_number) if n is not None}
+
+
 def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Route:
     """Where a call to ``dialled`` from ``caller`` goes."""
     subscriber = next(
         (
             s
             for s in session.scalars(select(Subscriber).where(Subscriber.active))
-            if _e164(dialled, s.country) == s.caller_id
+            if _e164(dialled, s.country) in _numbers(s)
         ),
         None,
     )
@@ -99,6 +115,9 @@ def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Ro
             .limit(1)
         ).first()
         request_id = waiting or ""
+    if not request_id and subscriber.unknown_callers == UnknownCallers.MESSAGE:
+        log.info("a call for %s from %s (no waiting request): the message", subscriber.slug, caller)
+        return Route(UNKNOWN_CALLER_MESSAGE)
     agents = session.scalars(
         select(Agent.name)
         .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)

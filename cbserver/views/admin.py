@@ -56,6 +56,8 @@ SUBSCRIBER_OPTIONS = (
     "max_attempts",
     "retry_interval_seconds",
     "wrap_up_seconds",
+    "inbound_number",
+    "unknown_callers",
 )
 # A comma-separated string, as the command line takes them, or a JSON array of strings.
 SUBSCRIBER_LISTS = ("allowed_countries", "allowed_origins")
@@ -220,6 +222,8 @@ def _subscriber_json(subscriber: Subscriber) -> dict[str, Any]:
         "max_attempts": subscriber.max_attempts,
         "retry_interval_seconds": subscriber.retry_interval_seconds,
         "wrap_up_seconds": subscriber.wrap_up_seconds,
+        "inbound_number": subscriber.inbound_number,
+        "unknown_callers": subscriber.unknown_callers,
         "whisper_prompt": subscriber.whisper_prompt,
         # Empty: the subscriber's own country only.
         "allowed_countries": [c for c in subscriber.allowed_countries.split(",") if c],
@@ -337,8 +341,8 @@ def get_schedule(slug: str) -> Response:
 
 @blueprint.patch("/subscribers/<slug>/schedule")
 def change_schedule(slug: str) -> Response:
-    """Opening hours, slots, deadlines, retry rules and the agents' wrap-up time; fields left
-    out stay as they are."""
+    """Opening hours, slots, deadlines, retry rules, the agents' wrap-up time and who reaches
+    the agents calling in; fields left out stay as they are."""
     session = db_session()
     subscriber = _subscriber(session, slug)
     body = _body()

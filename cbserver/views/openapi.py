@@ -454,6 +454,24 @@ _TEXT_OR_LIST = {
     "description": "comma-separated, or a list",
 }
 
+_INBOUND_NUMBER_WORDS = (
+    "another number calls in reach the business's agents by, besides caller_id; null: none"
+)
+_INBOUND_NUMBER = {
+    "type": ["string", "null"],
+    "description": f"E.164; {_INBOUND_NUMBER_WORDS}",
+    "example": "+12015550111",
+}
+_UNKNOWN_CALLERS = (
+    "what a caller without a waiting call-back gets: agents (rung through) or message "
+    "('nobody is available', then the call ends)"
+)
+_UNKNOWN_CALLERS_SHOWN = {
+    "type": "string",
+    "enum": list(subscribers.UNKNOWN_CALLERS),
+    "description": _UNKNOWN_CALLERS,
+}
+
 ADMIN_SCHEMAS: dict[str, Any] = {
     "AdminSubscriberCreate": {
         "type": "object",
@@ -497,6 +515,11 @@ ADMIN_SCHEMAS: dict[str, Any] = {
                 "description": "after a call-back an agent talked in, the time before they are "
                 "offered the next (for notes); default 0",
             },
+            "inbound_number": _INBOUND_NUMBER,
+            "unknown_callers": {
+                **_nullable_enum(subscribers.UNKNOWN_CALLERS),
+                "description": f"{_UNKNOWN_CALLERS}; default agents",
+            },
             "allowed_countries": {
                 **_TEXT_OR_LIST,
                 "description": "ISO countries visitors' numbers may be in; default: country",
@@ -520,6 +543,8 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "max_attempts",
             "retry_interval_seconds",
             "wrap_up_seconds",
+            "inbound_number",
+            "unknown_callers",
             "allowed_countries",
             "allowed_origins",
             "active",
@@ -537,6 +562,8 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "max_attempts": {"type": "integer"},
             "retry_interval_seconds": {"type": "integer"},
             "wrap_up_seconds": {"type": "integer"},
+            "inbound_number": {**_NULLABLE_TEXT, "description": _INBOUND_NUMBER_WORDS},
+            "unknown_callers": _UNKNOWN_CALLERS_SHOWN,
             "whisper_prompt": _NULLABLE_TEXT,
             "allowed_countries": {
                 "type": "array",
@@ -687,6 +714,8 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "retry_interval_seconds",
             "retry_rules",
             "wrap_up_seconds",
+            "inbound_number",
+            "unknown_callers",
         ],
         "properties": {
             "time_zone": _TEXT,
@@ -703,6 +732,8 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "retry_interval_seconds": {"type": "integer"},
             "retry_rules": _ref("RetryRules"),
             "wrap_up_seconds": {"type": "integer", "description": "0: no wrap-up"},
+            "inbound_number": {**_NULLABLE_TEXT, "description": _INBOUND_NUMBER_WORDS},
+            "unknown_callers": _UNKNOWN_CALLERS_SHOWN,
         },
     },
     "AdminScheduleChange": {
@@ -738,6 +769,8 @@ ADMIN_SCHEMAS: dict[str, Any] = {
                 "description": "after a call-back an agent talked in, the time before they are "
                 "offered the next (for notes); 0: none",
             },
+            "inbound_number": _INBOUND_NUMBER,
+            "unknown_callers": _UNKNOWN_CALLERS_SHOWN,
         },
     },
     "AdminUsageFigures": {

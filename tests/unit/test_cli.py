@@ -208,8 +208,20 @@ def test_no_subscribers_says_so(cbserver) -> None:
             ("acme", *ACME, "--wrap-up-seconds", "3601"),
             "the wrap-up time in seconds must be a whole number from 0 to 3600",
         ),
+        (
+            ("acme", *ACME, "--inbound-number", "12345"),
+            "inbound number '12345' is not a valid phone number",
+        ),
     ],
-    ids=["slug", "time_zone", "max_attempts", "allowed_origins", "caller_id", "wrap_up_seconds"],
+    ids=[
+        "slug",
+        "time_zone",
+        "max_attempts",
+        "allowed_origins",
+        "caller_id",
+        "wrap_up_seconds",
+        "inbound_number",
+    ],
 )
 def test_refused_subscriber_fails_naming_the_rule(cbserver, args, message: str) -> None:
     result = cbserver("subscriber", "add", *args)
@@ -504,6 +516,57 @@ def test_the_wrap_up_time_is_set_changed_and_shown(cbserver) -> None:
     )
 
 
+def test_the_inbound_number_and_unknown_callers_are_set_changed_and_shown(cbserver) -> None:
+    added = cbserver(
+        "subscriber",
+        "add",
+        "acme",
+        *ACME,
+        "--inbound-number",
+        "+1 201 555 0111",
+        "--unknown-callers",
+        "message",
+    )
+    assert added.exit_code == 0, added.output
+
+    shown = cbserver("subscriber", "schedule", "acme").stdout.splitlines()
+    assert "  inbound        +12015550111, besides the caller ID" in shown
+    assert (
+        "  other callers  message: callers without a waiting call-back are told nobody is available"
+        in shown
+    )
+    as_json = json.loads(cbserver("subscriber", "schedule", "acme", "--json").stdout)
+    assert (as_json["inbound_number"], as_json["unknown_callers"]) == ("+12015550111", "message")
+    changed = cbserver(
+        "subscriber", "schedule", "acme", "--inbound-number", "none", "--unknown-callers", "agents"
+    )
+    assert changed.exit_code == 0, changed.output
+    lines = changed.stdout.splitlines()
+    assert lines[0] == "Schedule of 'acme' changed."
+    assert "  inbound        none: calls in reach the agents by the caller ID only" in lines
+    assert "  other callers  agents: callers without a waiting call-back reach the agents too" in (
+        lines
+    )
+
+
+def test_another_businesss_number_as_the_inbound_number_fails_naming_the_business(
+    cbserver,
+) -> None:
+    cbserver("subscriber", "add", "acme", *ACME, "--inbound-number", "+12015550111")
+    cbserver("subscriber", "add", "beta", *BETA)
+
+    taken = cbserver("subscriber", "schedule", "beta", "--inbound-number", "+1 201 555 0100")
+    added = cbserver("subscriber", "add", "cafe", *BETA, "--inbound-number", "+12015550111")
+
+    assert taken.exit_code == 1
+    assert taken.stderr == "error: inbound number '+12015550100' is already acme's number\n"
+    assert added.exit_code == 1
+    assert added.stderr == "error: inbound number '+12015550111' is already acme's number\n"
+    shown = json.loads(cbserver("subscriber", "schedule", "beta", "--json").stdout)
+    assert shown["inbound_number"] is None
+    assert [row[0] for row in table(cbserver("subscriber", "list"))] == ["acme", "beta"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -518,6 +581,10 @@ def test_the_wrap_up_time_is_set_changed_and_shown(cbserver) -> None:
         (
             ("--wrap-up-seconds", "-5"),
             "the wrap-up time in seconds must be a whole number from 0 to 3600",
+        ),
+        (
+            ("--inbound-number", "+12015550100"),
+            "inbound number '+12015550100' is already acme's number: its caller ID",
         ),
     ],
 )

@@ -16,7 +16,14 @@ from cbserver import agents as agents_service
 from cbserver.agents import add_agent
 from cbserver.claims import claim_next
 from cbserver.db import DatabaseThread
-from cbserver.dialplan.agi import ALL_BUSY, HOLD_PROMPT, NOT_IN_SERVICE, InboundCalls, route_call
+from cbserver.dialplan.agi import (
+    ALL_BUSY,
+    HOLD_PROMPT,
+    NOT_IN_SERVICE,
+    UNKNOWN_CALLER_MESSAGE,
+    InboundCalls,
+    route_call,
+)
 from cbserver.intake import Submission, submit
 from cbserver.models import AgentAssignment, CallbackRequest, RequestStatus, Subscriber
 from cbserver.states import transition
@@ -25,7 +32,9 @@ pytestmark = pytest.mark.postgres
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 BUSINESS = "+12015550100"
+INBOUND = "+12015550111"
 VISITOR = "+12015550123"
+STRANGER = "+12015550199"
 
 
 @pytest.fixture
@@ -65,8 +74,42 @@ def test_a_visitor_ringing_back_is_recognised_in_any_number_form(session: Sessio
 @pytest.mark.usefixtures("shop")
 def test_another_caller_reaches_the_agents_about_no_request(session: Session) -> None:
     missed(session)
-    route = route_call(session, BUSINESS, "+12015550199", NOW)
+    route = route_call(session, BUSINESS, STRANGER, NOW)
     assert (route.prompt, route.dial, route.request_id) == (HOLD_PROMPT, "PJSIP/anna&PJSIP/ben", "")
+
+
+def test_a_call_to_the_inbound_number_reaches_the_agents_as_the_caller_id_does(
+    session: Session, shop: Subscriber
+) -> None:
+    shop.inbound_number = INBOUND
+    session.commit()
+    request_id = missed(session)
+
+    for dialled in (INBOUND, "2015550111"):
+        route = route_call(session, dialled, VISITOR, NOW)
+        assert (route.prompt, route.dial, route.request_id) == (
+            HOLD_PROMPT,
+            "PJSIP/anna&PJSIP/ben",
+            request_id,
+        )
+    assert route_call(session, BUSINESS, VISITOR, NOW).request_id == request_id, "still its number"
+
+
+def test_with_unknown_callers_given_the_message_only_a_visitor_ringing_back_reaches_the_agents(
+    session: Session, shop: Subscriber
+) -> None:
+    shop.unknown_callers = "message"
+    session.commit()
+    request_id = missed(session)
+
+    stranger = route_call(session, BUSINESS, STRANGER, NOW)
+    assert (stranger.prompt, stranger.dial, stranger.request_id) == (UNKNOWN_CALLER_MESSAGE, "", "")
+    visitor = route_call(session, BUSINESS, VISITOR, NOW)
+    assert (visitor.prompt, visitor.dial, visitor.request_id) == (
+        HOLD_PROMPT,
+        "PJSIP/anna&PJSIP/ben",
+        request_id,
+    )
 
 
 @pytest.mark.usefixtures("shop")

@@ -298,9 +298,11 @@ def test_the_business_is_not_made_to_call_itself_or_its_agents(
         agent = add_agent(session, name, contact=contact).agent
         session.add(AgentAssignment(subscriber_id=acme.id, agent_id=agent.id))
     add_agent(session, "elsewhere", contact="sip:+12015550179@192.0.2.3")
+    acme.inbound_number = "+12015550188"  # the number acme gives out for calls in
     session.commit()
 
     assert listed_refusal(session, "(201) 555-0100") == "phone_is_business"
+    assert listed_refusal(session, "201-555-0188") == "phone_is_business"
     assert listed_refusal(session, "+12015550177") == "phone_is_business"
     assert listed_refusal(session, "201 555 0178") == "phone_is_business"
     assert listed_refusal(session, "+12015550179") is None, "an agent who does not serve acme"

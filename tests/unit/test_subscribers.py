@@ -3,6 +3,7 @@ PostgreSQL (each test in a schema of its own, dropped afterwards)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -62,6 +63,8 @@ def test_subscriber_is_stored_with_normalised_values(session: Session) -> None:
         max_attempts=10,
         retry_interval_seconds=30,
         wrap_up_seconds=3600,
+        inbound_number="+1 (201) 555-0111",
+        unknown_callers="message",
         allowed_countries=" us, ca ,US,",
         allowed_origins="https://WWW.Example.com/, http://localhost:8000,https://www.example.com:443",
     )
@@ -79,6 +82,8 @@ def test_subscriber_is_stored_with_normalised_values(session: Session) -> None:
     assert stored.max_attempts == 10
     assert stored.retry_interval_seconds == 30
     assert stored.wrap_up_seconds == 3600
+    assert stored.inbound_number == "+12015550111"
+    assert stored.unknown_callers == "message"
     assert stored.allowed_countries == "US,CA"
     assert stored.allowed_country_list == ["US", "CA"]
     assert stored.allowed_origins == "https://www.example.com,http://localhost:8000"
@@ -94,6 +99,8 @@ def test_defaults_apply_and_each_subscriber_gets_its_own_widget_key(session: Ses
     assert (acme.time_zone, acme.language, acme.call_order) == ("UTC", "en", "agent_first")
     assert (acme.max_attempts, acme.retry_interval_seconds) == (3, 300)
     assert acme.wrap_up_seconds == 0, "no wrap-up unless asked for"
+    assert acme.inbound_number is None, "calls in by the caller ID only unless asked for"
+    assert acme.unknown_callers == "agents", "every caller reaches the agents unless asked for"
     assert (acme.allowed_countries, acme.allowed_origins) == ("", "")
     assert acme.allowed_country_list == ["US"]
     assert acme.widget_key != other.widget_key
@@ -141,6 +148,16 @@ def test_duplicate_slug_is_refused_and_nothing_stored(session: Session) -> None:
         ({"wrap_up_seconds": -1}, "wrap_up_seconds", "wrap-up time in seconds must be"),
         ({"wrap_up_seconds": 3601}, "wrap_up_seconds", "from 0 to 3600"),
         ({"wrap_up_seconds": True}, "wrap_up_seconds", "from 0 to 3600"),
+        ({"inbound_number": "12345"}, "inbound_number", "inbound number '12345' is not a valid"),
+        ({"inbound_number": "+1201555"}, "inbound_number", "E.164"),
+        ({"inbound_number": ""}, "inbound_number", "E.164"),
+        ({"inbound_number": FULLWIDTH_CALLER_ID}, "inbound_number", "E.164"),
+        (
+            {"inbound_number": "+1 201 555 0100"},
+            "inbound_number",
+            "inbound number '+12015550100' is already acme's number: its caller ID",
+        ),
+        ({"unknown_callers": "voicemail"}, "unknown_callers", "one of agents, message"),
         ({"allowed_countries": "US,ZZ"}, "allowed_countries", "'ZZ' is not an ISO 3166"),
         ({"allowed_origins": "ftp://x"}, "allowed_origins", "'ftp://x' is not a web origin"),
         ({"allowed_origins": "https://x.example/path"}, "allowed_origins", "no path"),
@@ -215,6 +232,62 @@ def test_a_wrap_up_time_out_of_range_is_refused_and_nothing_changed(
     session.expire_all()
     acme = get_subscriber(session, "acme")
     assert (acme.wrap_up_seconds, acme.slot_minutes) == (30, 15)
+
+
+def test_the_inbound_number_and_unknown_callers_are_changed_and_shown_with_the_schedule(
+    session: Session,
+) -> None:
+    add_acme(session)
+
+    set_schedule(
+        session, "acme", {"inbound_number": "+1 201-555-0111", "unknown_callers": "message"}
+    )
+
+    session.expire_all()
+    shown = schedule_of(get_subscriber(session, "acme"))
+    assert (shown["inbound_number"], shown["unknown_callers"]) == ("+12015550111", "message")
+    set_schedule(session, "acme", {"inbound_number": None, "unknown_callers": "agents"})
+    shown = schedule_of(get_subscriber(session, "acme"))
+    assert (shown["inbound_number"], shown["unknown_callers"]) == (None, "agents")
+
+
+@pytest.mark.parametrize("number", ["+12015550199", "+12015550111"], ids=["caller_id", "inbound"])
+def test_another_businesss_number_is_refused_as_an_inbound_number(
+    session: Session, number: str
+) -> None:
+    add_acme(session)
+    add_acme(session, "bolt", caller_id="+12015550199", inbound_number="+12015550111")
+    message = re.escape(f"inbound number '{number}' is already bolt's number")
+
+    with pytest.raises(SubscriberError, match=message) as caught:
+        set_schedule(session, "acme", {"inbound_number": number, "unknown_callers": "message"})
+    assert caught.value.field == "inbound_number"
+    with pytest.raises(SubscriberError, match=message):
+        add_acme(session, "cafe", inbound_number=number)
+
+    session.expire_all()
+    acme = get_subscriber(session, "acme")
+    assert (acme.inbound_number, acme.unknown_callers) == (None, "agents")
+    assert stored_slugs(session) == ["acme", "bolt"]
+
+
+def test_another_businesss_inbound_number_is_refused_as_a_caller_id(session: Session) -> None:
+    add_acme(session, inbound_number="+12015550111")
+
+    message = re.escape("caller ID '+12015550111' is already acme's number")
+    with pytest.raises(SubscriberError, match=message) as caught:
+        add_acme(session, "bolt", caller_id="+1 201 555 0111")
+
+    assert caught.value.field == "caller_id"
+    assert stored_slugs(session) == ["acme"]
+
+
+def test_a_business_keeps_its_own_inbound_number_when_it_sets_it_again(session: Session) -> None:
+    add_acme(session, inbound_number="+12015550111")
+
+    set_schedule(session, "acme", {"inbound_number": "+12015550111"})
+
+    assert get_subscriber(session, "acme").inbound_number == "+12015550111"
 
 
 # --- assigning agents ----------------------------------------------------------------------

@@ -261,6 +261,7 @@ def test_a_subscriber_is_created_listed_and_shown(admin: Admin) -> None:
     assert shown["allowed_countries"] == []
     assert (shown["max_attempts"], shown["retry_interval_seconds"]) == (3, 300)
     assert shown["wrap_up_seconds"] == 0
+    assert (shown["inbound_number"], shown["unknown_callers"]) == (None, "agents")
     assert shown["agents"] == []
     assert len(shown["widget_key"]) >= 40  # once, as `cbserver subscriber add` prints it
 
@@ -277,6 +278,21 @@ def test_a_subscriber_is_created_with_a_wrap_up_time(admin: Admin) -> None:
     assert body(created, 201)["wrap_up_seconds"] == 3600
     assert body(admin.get("/subscribers/bolt"))["wrap_up_seconds"] == 3600
     assert body(admin.get("/subscribers/bolt/schedule"))["wrap_up_seconds"] == 3600
+
+
+def test_a_subscriber_is_created_with_an_inbound_number_and_unknown_callers(admin: Admin) -> None:
+    created = admin.post(
+        "/subscribers",
+        json={**NEW_SUBSCRIBER, "inbound_number": "+49 30 901821", "unknown_callers": "message"},
+    )
+
+    expected = ("+4930901821", "message")  # normalised by the same rules as the caller ID
+    shown = body(created, 201)
+    assert (shown["inbound_number"], shown["unknown_callers"]) == expected
+    again = body(admin.get("/subscribers/bolt"))
+    assert (again["inbound_number"], again["unknown_callers"]) == expected
+    schedule = body(admin.get("/subscribers/bolt/schedule"))
+    assert (schedule["inbound_number"], schedule["unknown_callers"]) == expected
 
 
 def test_lists_given_as_text_are_taken_as_the_cli_takes_them(admin: Admin) -> None:
@@ -301,6 +317,13 @@ def test_lists_given_as_text_are_taken_as_the_cli_takes_them(admin: Admin) -> No
         ({"max_attempts": 0}, "max_attempts", "from 1 to 10"),
         ({"wrap_up_seconds": -1}, "wrap_up_seconds", "wrap_up_seconds must be a whole number"),
         ({"wrap_up_seconds": 3601}, "wrap_up_seconds", "from 0 to 3600"),
+        ({"inbound_number": "030 901821"}, "inbound_number", "inbound number '030 901821' is not"),
+        (
+            {"inbound_number": "+1 201 555 0100"},
+            "inbound_number",
+            "inbound number '+12015550100' is already acme's number",
+        ),
+        ({"unknown_callers": "voicemail"}, "unknown_callers", "must be one of agents, message"),
         ({"allowed_origins": ["ftp://x.example"]}, "allowed_origins", "web origin"),
     ],
 )
@@ -323,6 +346,7 @@ def test_a_refused_subscriber_is_422_naming_the_field(
         ({**NEW_SUBSCRIBER, "max_attempts": True}, "wrong_type", "max_attempts"),
         ({**NEW_SUBSCRIBER, "max_attempts": 3.0}, "wrong_type", "max_attempts"),
         ({**NEW_SUBSCRIBER, "wrap_up_seconds": "60"}, "wrong_type", "wrap_up_seconds"),
+        ({**NEW_SUBSCRIBER, "inbound_number": 4930901821}, "wrong_type", "inbound_number"),
         ({**NEW_SUBSCRIBER, "display_name": 7}, "wrong_type", "display_name"),
         ({**NEW_SUBSCRIBER, "allowed_origins": [1]}, "wrong_type", "allowed_origins"),
     ],

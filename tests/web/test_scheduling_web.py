@@ -473,6 +473,8 @@ def test_an_admin_reads_and_changes_the_schedule(admin: Admin, client: FlaskClie
         "retry_interval_seconds": 300,
         "retry_rules": {},
         "wrap_up_seconds": 0,
+        "inbound_number": None,
+        "unknown_callers": "agents",
     }
     changed = admin.call(
         "PATCH",
@@ -549,6 +551,60 @@ def test_a_wrap_up_time_out_of_range_is_422_naming_the_field(admin: Admin, secon
     unchanged = admin.get("/subscribers/acme/schedule").json
     assert unchanged is not None
     assert unchanged["wrap_up_seconds"] == 0
+
+
+def test_an_admin_changes_the_inbound_number_and_unknown_callers(admin: Admin) -> None:
+    change = {"inbound_number": "+1 201 555 0111", "unknown_callers": "message"}
+    changed = admin.call("PATCH", "/subscribers/acme/schedule", json=change)
+    assert changed.status_code == 200, changed.text
+    assert changed.json is not None
+    assert (changed.json["inbound_number"], changed.json["unknown_callers"]) == (
+        "+12015550111",
+        "message",
+    )
+    assert admin.get("/subscribers/acme/schedule").json == changed.json
+    shown = admin.get("/subscribers/acme").json
+    assert shown is not None
+    assert (shown["inbound_number"], shown["unknown_callers"]) == ("+12015550111", "message")
+
+    cleared = admin.call("PATCH", "/subscribers/acme/schedule", json={"inbound_number": None})
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json is not None
+    assert (cleared.json["inbound_number"], cleared.json["unknown_callers"]) == (None, "message")
+
+
+@pytest.mark.usefixtures("bolt")
+def test_another_businesss_number_as_the_inbound_number_is_422_naming_it(admin: Admin) -> None:
+    bolts_caller_id = "+12015550199"
+    response = admin.call(
+        "PATCH", "/subscribers/acme/schedule", json={"inbound_number": bolts_caller_id}
+    )
+    problem = error(response, 422)
+    assert problem["field"] == "inbound_number"
+    assert f"inbound number '{bolts_caller_id}' is already bolt's number" in problem["message"]
+    unchanged = admin.get("/subscribers/acme/schedule").json
+    assert unchanged is not None
+    assert unchanged["inbound_number"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"inbound_number": "12345"}, "inbound number '12345' is not a valid phone number"),
+        ({"unknown_callers": "voicemail"}, "must be one of agents, message"),
+    ],
+)
+def test_a_bad_inbound_setting_is_422_naming_the_field(
+    admin: Admin, change: dict[str, str], message: str
+) -> None:
+    response = admin.call("PATCH", "/subscribers/acme/schedule", json=change)
+    problem = error(response, 422)
+    [field] = change
+    assert problem["field"] == field
+    assert message in problem["message"]
+    unchanged = admin.get("/subscribers/acme/schedule").json
+    assert unchanged is not None
+    assert (unchanged["inbound_number"], unchanged["unknown_callers"]) == (None, "agents")
 
 
 @pytest.mark.usefixtures("bolt")
