@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from panoramisk import Manager  # type: ignore[import-untyped]
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import db
@@ -24,7 +24,7 @@ from cbserver.asterisk.instance import AsteriskInstance
 from cbserver.clock import Clock, SystemClock
 from cbserver.config import Settings
 from cbserver.db import DatabaseThread, OutageLog
-from cbserver.models import Agent, CallAttempt
+from cbserver.models import Agent, AgentPresence, CallAttempt, WorkerNode
 
 log = logging.getLogger("cbserver.ami")
 # panoramisk logs every refused reconnect (one line each 2 s while Asterisk is down); the
@@ -109,14 +109,20 @@ class PresenceStore(Protocol):
 
 
 class DatabasePresenceStore:
-    """Presence in ``agents.presence``, written on a database thread of its own."""
+    """Presence as ``node`` sees it in ``agent_presence``, and what the nodes' views add up to
+    in ``agents.presence`` (see ``combined``), written on a database thread of its own."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], thread: DatabaseThread, clock: Clock | None = None
+        self,
+        sessions: sessionmaker[Session],
+        thread: DatabaseThread,
+        clock: Clock | None = None,
+        node: str = "",
     ) -> None:
         self.sessions = sessions
         self.thread = thread
         self.clock: Clock = clock or SystemClock()
+        self.node = node
 
     async def agents(self) -> dict[str, str | None]:
         return await self.thread.run(self._agents)
@@ -137,17 +143,49 @@ class DatabasePresenceStore:
                 session.commit()
 
     def _agents(self) -> dict[str, str | None]:
+        """Every agent, with its presence as this node recorded it."""
         with self.sessions() as session:
-            rows = session.execute(select(Agent.name, Agent.presence))
+            rows = session.execute(
+                select(Agent.name, AgentPresence.presence).outerjoin(
+                    AgentPresence,
+                    and_(AgentPresence.agent_id == Agent.id, AgentPresence.node == self.node),
+                )
+            )
             return {name: presence for name, presence in rows}
 
     def _record(self, name: str, presence: str, at: datetime) -> None:
         with self.sessions() as session:
             agent = session.scalars(select(Agent).where(Agent.name == name)).one_or_none()
-            if agent is not None and agent.presence != presence:
-                agent.presence = presence
+            if agent is None:
+                return
+            mine = session.get(AgentPresence, (agent.id, self.node))
+            if mine is None:
+                session.add(
+                    AgentPresence(agent_id=agent.id, node=self.node, presence=presence, at=at)
+                )
+            else:
+                mine.presence, mine.at = presence, at
+            session.flush()
+            # Nodes that stopped cleanly gave up their names: their views no longer count.
+            live = select(WorkerNode.name)
+            views = session.scalars(
+                select(AgentPresence.presence).where(
+                    AgentPresence.agent_id == agent.id,
+                    or_(AgentPresence.node == self.node, AgentPresence.node.in_(live)),
+                )
+            ).all()
+            overall = combined(views)
+            if agent.presence != overall:
+                agent.presence = overall
                 agent.presence_at = at
-                session.commit()
+            session.commit()
+
+
+def combined(views: Iterable[str]) -> str:
+    """An agent's presence from the nodes' views: busy on any node is busy (in use, then
+    ringing); else available on any is available; offline only when offline on every one."""
+    seen = set(views)
+    return next((p for p in (IN_USE, RINGING, AVAILABLE) if p in seen), OFFLINE)
 
 
 class _AgentSeen:

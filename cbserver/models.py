@@ -315,6 +315,20 @@ class CallbackRequest(Base):
     )
 
 
+class AgentPresence(Base):
+    """An agent's presence as one node's Asterisk sees it (``ami.py``); ``Agent.presence`` is
+    what they add up to: a phone registered to one node is offline on the others."""
+
+    __tablename__ = "agent_presence"
+
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    presence: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class WorkerNode(Base):
     """A running worker under its stable name: the claims it owns carry this name across its
     restarts, so two live processes must never share it (``nodes.register``)."""

@@ -393,7 +393,7 @@ class Worker:
             yield
             return
         thread = DatabaseThread("cbserver-presence")
-        store = DatabasePresenceStore(self.sessions, thread, self.clock)
+        store = DatabasePresenceStore(self.sessions, thread, self.clock, node=self.name)
         watching = asyncio.create_task(PresenceWatcher(self.ami, store, self.wake).run())
         try:
             yield

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import ami, db
+from cbserver import ami, db, nodes
 from cbserver.agents import add_agent
 from cbserver.ami import (
     AmiConfig,
@@ -34,6 +34,7 @@ from tests.unit.conftest import Run
 from tests.unit.test_worker_scheduler import RecordingWorker
 
 CONFIG = AmiConfig("127.0.0.1", 5038, "ami-test", "secret")
+MOMENT = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
 
 
 class FakeStore:
@@ -247,6 +248,37 @@ async def test_the_database_store_writes_presence_and_its_time(
     with sessions() as session:
         alice = session.scalars(select(Agent)).one()
         assert (alice.presence, alice.presence_at) == ("available", moment)
+
+
+async def test_with_several_nodes_the_agent_is_as_the_node_that_sees_its_phone_says(
+    sessions: sessionmaker[Session],
+) -> None:
+    """alice's softphone registers to node a; node b's Asterisk has never seen it."""
+    with sessions() as session:
+        add_agent(session, "alice")
+        for name in ("node-a", "node-b"):
+            nodes.register(session, name, f"{name}-1", MOMENT, timedelta(seconds=30))
+    thread = DatabaseThread("test-presence")
+    try:
+        a = DatabasePresenceStore(sessions, thread, FakeClock(MOMENT), node="node-a")
+        b = DatabasePresenceStore(sessions, thread, FakeClock(MOMENT), node="node-b")
+        await a.record("alice", "available")
+        await b.record("alice", "offline")
+        overall = [presence(sessions)]
+        await a.record("alice", "in_use")
+        overall.append(presence(sessions))
+        await a.record("alice", "offline")  # her phone unregistered
+        overall.append(presence(sessions))
+        assert await b.agents() == {"alice": "offline"}, "each node knows its own view"
+    finally:
+        thread.close()
+
+    assert overall == ["available", "in_use", "offline"]
+
+
+def presence(sessions: sessionmaker[Session]) -> str | None:
+    with sessions() as session:
+        return session.scalars(select(Agent.presence)).one()
 
 
 def test_agent_list_shows_presence_and_since_when_once_seen(cbserver: Run, tmp_path: Path) -> None:
