@@ -39,6 +39,7 @@
       cell(row, item.display_name);
       cell(row, String(item.waiting));
       cell(row, item.next_due_text || "-");
+      cell(row, item.eta_text);
       body.appendChild(row);
     });
     field("queue-table").hidden = queue.length === 0;

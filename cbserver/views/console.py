@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, PasswordField, StringField, TextAreaField
 
-from cbserver import agents, audit
+from cbserver import agents, audit, queue_eta
 from cbserver.agents import PAUSE_REASON_LENGTH
 from cbserver.errors import CbError
 from cbserver.i18n import _, _l
@@ -164,10 +165,20 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _queue(session: Session, agent: Agent) -> list[dict[str, Any]]:
-    """The agent's businesses, first priority first, each with its requests waiting."""
+def _eta_text(seconds: int | None) -> str:
+    if seconds is None:
+        return _("no agent on duty")
+    if seconds == 0:
+        return _("now")
+    return _("about %(minutes)s min", minutes=math.ceil(seconds / 60))
+
+
+def _queue(session: Session, agent: Agent, moment: datetime) -> list[dict[str, Any]]:
+    """The agent's businesses, first priority first, each with its requests waiting and how
+    long until those due now are called."""
     rows = session.execute(
         select(
+            Subscriber.id,
             Subscriber.slug,
             Subscriber.display_name,
             Subscriber.time_zone,
@@ -191,7 +202,8 @@ def _queue(session: Session, agent: Agent) -> list[dict[str, Any]]:
             AgentAssignment.priority,
         )
         .order_by(AgentAssignment.priority, Subscriber.display_name)
-    )
+    ).all()
+    etas = queue_eta.queue_etas(session, [row.id for row in rows], moment)
     return [
         {
             "subscriber": slug,
@@ -199,8 +211,10 @@ def _queue(session: Session, agent: Agent) -> list[dict[str, Any]]:
             "waiting": waiting,
             "next_due": _iso(next_due),
             "next_due_text": local_text(next_due, zone) if next_due is not None else None,
+            "eta_seconds": etas[subscriber_id],
+            "eta_text": _eta_text(etas[subscriber_id]),
         }
-        for slug, display_name, zone, waiting, next_due in rows
+        for subscriber_id, slug, display_name, zone, waiting, next_due in rows
     ]
 
 
@@ -291,7 +305,7 @@ def console_state(session: Session, agent: Agent, moment: datetime) -> dict[str,
         "pause_reason": agent.pause_reason if agent.paused else None,
         # Only while it lasts: a past one says nothing.
         "wrap_up_until": _iso(wrap_up) if wrap_up is not None and wrap_up > moment else None,
-        "queue": _queue(session, agent),
+        "queue": _queue(session, agent, moment),
         "call": _screen_pop(callback) if callback is not None else None,
     }
 

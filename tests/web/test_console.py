@@ -17,7 +17,14 @@ from cbserver import agents, intake, subscribers
 from cbserver.clock import FakeClock
 from cbserver.config import Settings
 from cbserver.intake import Submission
-from cbserver.models import Agent, AuditEvent, CallAttempt, CallbackRequest, Subscriber
+from cbserver.models import (
+    Agent,
+    AuditEvent,
+    CallAttempt,
+    CallbackRequest,
+    RequestStatus,
+    Subscriber,
+)
 from cbserver.web import create_app
 from tests.web.conftest import CLOCK_START, UNLIMITED, US_MOBILE, csrf_token
 
@@ -307,6 +314,8 @@ def test_the_queue_counts_the_waiting_requests_of_the_agents_businesses_only(
             "waiting": 2,
             "next_due": CLOCK_START.isoformat(),
             "next_due_text": "Wed 18 Nov, 09:00 (America/Los_Angeles)",
+            "eta_seconds": 360,
+            "eta_text": "about 6 min",
         }
     ]
     page = logged_in.get("/agent/").get_data(as_text=True)
@@ -314,7 +323,9 @@ def test_the_queue_counts_the_waiting_requests_of_the_agents_businesses_only(
     assert "Globex" not in page
 
 
-def test_a_business_with_nobody_waiting_shows_an_empty_queue(logged_in: FlaskClient) -> None:
+def test_a_business_with_nobody_waiting_shows_an_empty_queue_called_now(
+    logged_in: FlaskClient,
+) -> None:
     assert console_state(logged_in)["queue"] == [
         {
             "subscriber": "acme",
@@ -322,8 +333,98 @@ def test_a_business_with_nobody_waiting_shows_an_empty_queue(logged_in: FlaskCli
             "waiting": 0,
             "next_due": None,
             "next_due_text": None,
+            "eta_seconds": 0,
+            "eta_text": "now",
         }
     ]
+    page = logged_in.get("/agent/").get_data(as_text=True)
+    assert '<th scope="col">All due called in</th>' in page
+    assert "<td>now</td>" in page
+
+
+def add_agent_serving_acme(
+    sessions: sessionmaker[Session], name: str, *, paused: bool = False, presence: str | None = None
+) -> None:
+    with sessions() as session:
+        agents.add_agent(session, name, contact=f"sip:{name}@127.0.0.1:5071")
+        subscribers.assign_agent(session, "acme", name)
+        agent = session.scalars(select(Agent).where(Agent.name == name)).one()
+        agent.paused = paused
+        agent.presence = presence
+        session.commit()
+
+
+def add_attempt(
+    sessions: sessionmaker[Session], request_id: str, ended_ago: timedelta, seconds: int
+) -> None:
+    """The request's first attempt: it lasted ``seconds`` and ended ``ended_ago`` before now."""
+    ended_at = CLOCK_START - ended_ago
+    with sessions() as session:
+        session.add(
+            CallAttempt(
+                request_id=request_id,
+                number=1,
+                started_at=ended_at - timedelta(seconds=seconds),
+                ended_at=ended_at,
+                outcome="answered",
+            )
+        )
+        session.commit()
+
+
+def test_the_eta_shares_the_requests_due_now_among_the_agents_on_duty(
+    logged_in: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    add_agent_serving_acme(sessions, "bob", presence="in_use")
+    add_agent_serving_acme(sessions, "carol", paused=True)
+    add_agent_serving_acme(sessions, "dave", presence="offline")
+    due = [ask(sessions, "acme", phone) for phone in (US_MOBILE, "+12015550124", "+12015550125")]
+    later = ask(sessions, "acme", "+12015550126")
+    with sessions() as session:
+        booked = session.get(CallbackRequest, later)
+        assert booked is not None
+        booked.status = RequestStatus.SCHEDULED
+        booked.due_at = CLOCK_START + timedelta(hours=1)
+        session.commit()
+    add_attempt(sessions, due[0], timedelta(days=6), seconds=60)
+    add_attempt(sessions, due[1], timedelta(hours=1), seconds=180)
+
+    acme = console_state(logged_in)["queue"][0]
+
+    # Two rounds of alice and bob (carol paused, dave offline), 120 s each: the average of the
+    # business's recent answered calls, as the visitors' estimates take it.
+    assert acme["waiting"] == 4
+    assert acme["eta_seconds"] == 240
+    assert acme["eta_text"] == "about 4 min"
+    assert "<td>about 4 min</td>" in logged_in.get("/agent/").get_data(as_text=True)
+    german = logged_in.get("/agent/", headers={"Accept-Language": "de"}).get_data(as_text=True)
+    assert '<th scope="col">Alle fälligen angerufen in</th>' in german
+    assert "<td>etwa 4 Min.</td>" in german
+
+
+def test_with_every_agent_paused_requests_due_have_no_eta(
+    logged_in: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    add_agent_serving_acme(sessions, "bob", paused=True)
+    ask(sessions, "acme", US_MOBILE)
+    assert post_from_console(logged_in, "/agent/state", state="paused").status_code == 303
+
+    acme = console_state(logged_in)["queue"][0]
+
+    assert acme["eta_seconds"] is None
+    assert acme["eta_text"] == "no agent on duty"
+    assert "<td>no agent on duty</td>" in logged_in.get("/agent/").get_data(as_text=True)
+
+
+def test_without_an_answered_call_yet_the_eta_takes_three_minutes_a_call(
+    logged_in: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    ask(sessions, "acme", US_MOBILE)
+
+    acme = console_state(logged_in)["queue"][0]
+
+    assert acme["eta_seconds"] == 180
+    assert acme["eta_text"] == "about 3 min"
 
 
 # --- screen-pop and wrap-up note -------------------------------------------------------------

@@ -58,6 +58,7 @@ def test_the_console_follows_the_agents_call_without_a_reload(
     text = browser.text()
     assert "On a call" in text
     assert "Acme Plumbing" in text
+    assert "no agent on duty" in text, "alice is paused: the ETA of the queue follows too"
     assert "No call at the moment." not in text
     browser.fill("Wrap-up note", "Wants a plumber on Friday.")
     with browser.page.expect_navigation():
