@@ -93,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="submissions per second")
     parser.add_argument("--floor-count", type=int, default=50, help=".call files for the floor")
     parser.add_argument(
+        "--agents",
+        type=int,
+        default=20,
+        help="agents on duty (one sipp peer answers for all): each takes one call-back at a time",
+    )
+    parser.add_argument(
         "--topology",
         choices=("embedded", "processes"),
         default="processes",
@@ -131,13 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     db.upgrade(engine)
     sessions = db.make_session_factory(engine)
     with sessions() as session:
-        agent = agents.add_agent(
-            session, "bench", contact=f"sip:bench@127.0.0.1:{agent_port}", dtmf_mode="info"
-        ).agent
         business = Subscriber(
             slug="bench", display_name="Bench", country="US", caller_id="+12015550100"
         )
-        business.assignments.append(AgentAssignment(agent=agent, priority=1))
+        for n in range(args.agents):
+            name = "bench" if n == 0 else f"bench-{n:02d}"  # "bench" also takes the .call files
+            agent = agents.add_agent(
+                session, name, contact=f"sip:{name}@127.0.0.1:{agent_port}", dtmf_mode="info"
+            ).agent
+            business.assignments.append(AgentAssignment(agent=agent, priority=1))
         session.add(business)
         session.commit()
         known_agents = agents.list_agents(session)

@@ -181,6 +181,8 @@ class AgentFirstCall:
         self._closed_at: datetime | None = None
         # Whether anything of this attempt was dialled: until then it can be given back.
         self._dialled = False
+        # The agent this call holds (routing.py): the claim reserved the first one already.
+        self._held: int | None = claim.agents[0][0] if claim.agents else None
         # Set when Asterisk, shutting down, refused the attempt's first call (see _give_back).
         self.refused_by_stopping_asterisk = False
 
@@ -311,8 +313,9 @@ class AgentFirstCall:
         """Ring the next agent in order; when none is left, the attempt has failed."""
         while self.agents:
             agent_id, agent_name = self.agents.pop(0)
-            if not await self._record(self._hand_over, agent_id):
+            if agent_id != self._held and not await self._record(self._hand_over, agent_id):
                 continue  # paused, offline or on another call since: the next one
+            self._held = agent_id
             self.agent_channel = self._channel_for(agent_name)
             if self.agent_channel != self.claim.first_channel:
                 await self._record(
@@ -574,6 +577,7 @@ class AgentFirstCall:
         self.bridge_id = bridge.id if bridge is not None else None
         # The previous life placed this attempt's calls: never given back (see _give_back).
         self._dialled = True
+        self._held = None  # held again on ringing: harmless for the agent held all along
         self.agents = list(owned.agents_after)
         if agent is None and owned.agent_rung is not None:
             # Its channel is gone, or was never made: that agent is rung (again) first.

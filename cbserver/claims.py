@@ -139,6 +139,8 @@ def claim_due(
         session.commit()
         return []
     agents_of: dict[int, Agents] = {}
+    # The agents free as the batch began, per subscriber: only they are tried, each once.
+    free_of: dict[int, set[int]] = {}
     policy = _PolicyNow.read(session)
     taken: list[tuple[CallbackRequest, CallAttempt, Agents]] = []
     for request in candidates:
@@ -149,11 +151,14 @@ def claim_due(
             # Read before writing where possible: on SQLite the write lock is held from the
             # first write on.
             agents_of[subscriber_id] = active_agents(session, subscriber_id)
+            free_of[subscriber_id] = routing.free_now(session, subscriber_id, now)
         refusal = policy.refusal(session, request)
         if refusal is not None:
             _fail_unacceptable(session, request, refusal, worker_id, now)
             continue
-        agents = _offered(session, agents_of[subscriber_id], request.id, now)
+        agents = _offered(
+            session, agents_of[subscriber_id], free_of[subscriber_id], request.id, now
+        )
         if agents is None:
             continue  # its business's agents were all taken meanwhile, in this batch or by others
         try:
@@ -254,10 +259,17 @@ def _new_attempt(request: CallbackRequest, agents: Agents, now: datetime) -> Cal
     return attempt
 
 
-def _offered(session: Session, agents: Agents, request_id: str, now: datetime) -> Agents | None:
+def _offered(
+    session: Session, agents: Agents, free: set[int], request_id: str, now: datetime
+) -> Agents | None:
     """The first of ``agents`` free to take the request, now reserved for it, then the others
-    in order (rung should it not answer); None when none of them is free."""
+    in order (rung should it not answer); None when none of them is free. Only the ``free``
+    ones are tried, and each leaves ``free`` once tried: one statement per agent and batch,
+    however many agents are busy."""
     for n, (agent_id, _) in enumerate(agents):
+        if agent_id not in free:
+            continue
+        free.discard(agent_id)
         if routing.reserve(session, agent_id, request_id, now):
             return (agents[n], *agents[:n], *agents[n + 1 :])
     return None

@@ -77,6 +77,17 @@ _IN_OFFER_ORDER = (
 )
 
 
+def free_now(session: Session, subscriber_id: int, now: datetime) -> set[int]:
+    """The ids of the subscriber's agents available at ``now`` (each still to be reserved)."""
+    return set(
+        session.scalars(
+            select(Agent.id)
+            .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
+            .where(AgentAssignment.subscriber_id == subscriber_id, available(now))
+        )
+    )
+
+
 def in_offer_order(session: Session, subscriber_id: int) -> Agents:
     """The subscriber's active agents, busy or not, in the order they are offered a call."""
     rows = session.execute(_IN_OFFER_ORDER, {"subscriber_id": subscriber_id})
