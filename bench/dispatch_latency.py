@@ -13,7 +13,7 @@ percentiles of
 and, in the same run, the floor: a ``.call`` spool file per call to the same agent peer, from
 the file landing in Asterisk's spool to the INVITE at the peer.
 
-    .venv/bin/python -m bench.dispatch_latency --count 100 --rate 20 --topology processes
+    .venv/bin/python -m bench.dispatch_latency --count 100 --rate 20 --agents 60
     .venv/bin/python -m bench.dispatch_latency --database-url postgresql+psycopg://...
 """
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--agents",
         type=int,
-        default=20,
+        default=60,
         help="agents on duty (one sipp peer answers for all): each takes one call-back at a time",
     )
     parser.add_argument(
