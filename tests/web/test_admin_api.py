@@ -30,6 +30,7 @@ from cbserver.models import (
     Subscriber,
 )
 from cbserver.subscribers import add_subscriber, assign_agent
+from tests.unit.test_usage import attempts
 from tests.web.conftest import US_MOBILE
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("acme")]
@@ -384,25 +385,16 @@ def test_an_unknown_subscriber_is_404(admin: Admin) -> None:
 @pytest.fixture
 def calls_made(sessions: sessionmaker[Session], requests_made: dict[str, str]) -> None:
     """Attempts at acme's first request (acme is in Los Angeles), and one at bolt's."""
-    tries = [
-        (requests_made["first"], T0 + timedelta(hours=1), "answered", 95),
-        (requests_made["first"], T0 + timedelta(hours=2), "busy", None),
-        # 21:00 on 30 November in Los Angeles.
-        (requests_made["first"], datetime(2026, 12, 1, 5, 0, tzinfo=UTC), "answered", 30),
-        (requests_made["bolt"], T0 + timedelta(hours=4), "answered", 600),
-    ]
     with sessions() as session:
-        for number, (request_id, started_at, outcome, billable_seconds) in enumerate(tries, 1):
-            session.add(
-                CallAttempt(
-                    request_id=request_id,
-                    number=number,
-                    started_at=started_at,
-                    outcome=outcome,
-                    billable_seconds=billable_seconds,
-                )
-            )
-        session.commit()
+        attempts(
+            session,
+            requests_made["first"],
+            (T0 + timedelta(hours=1), "answered", 95),
+            (T0 + timedelta(hours=2), "busy", None),
+            # 21:00 on 30 November in Los Angeles.
+            (datetime(2026, 12, 1, 5, 0, tzinfo=UTC), "answered", 30),
+        )
+        attempts(session, requests_made["bolt"], (T0 + timedelta(hours=4), "answered", 600))
 
 
 def test_a_subscribers_usage_is_shown_day_by_day_in_its_time_zone(
