@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from panoramisk import Manager  # type: ignore[import-untyped]
@@ -166,8 +166,13 @@ class DatabasePresenceStore:
             else:
                 mine.presence, mine.at = presence, at
             session.flush()
-            # Nodes that stopped cleanly gave up their names: their views no longer count.
-            live = select(WorkerNode.name)
+            # A node that stopped gave up its name, and one silent past its own lease (killed)
+            # is as good as gone: their views no longer count.
+            live = [
+                node.name
+                for node in session.scalars(select(WorkerNode))
+                if node.seen_at + timedelta(seconds=node.lease_seconds) >= at
+            ]
             views = session.scalars(
                 select(AgentPresence.presence).where(
                     AgentPresence.agent_id == agent.id,

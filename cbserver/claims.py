@@ -178,6 +178,7 @@ def claim_due(
             # Taken by another worker first: its agent is free again, and the batch goes on in
             # the same transaction.
             routing.unreserve(session, agents[0][0], request.id)
+            free_of[subscriber_id].add(agents[0][0])  # free for the business's next request
             continue
         attempt = _new_attempt(request, agents, now)
         session.add(attempt)

@@ -270,10 +270,18 @@ async def test_with_several_nodes_the_agent_is_as_the_node_that_sees_its_phone_s
         await a.record("alice", "offline")  # her phone unregistered
         overall.append(presence(sessions))
         assert await b.agents() == {"alice": "offline"}, "each node knows its own view"
+        await a.record("alice", "in_use")
+        # Node a is killed mid-call and not started again: silent past its 30 s lease, its
+        # last view no longer holds alice busy once node b sees her phone free.
+        later = DatabasePresenceStore(
+            sessions, thread, FakeClock(MOMENT + timedelta(seconds=31)), node="node-b"
+        )
+        await later.record("alice", "available")
+        overall.append(presence(sessions))
     finally:
         thread.close()
 
-    assert overall == ["available", "in_use", "offline"]
+    assert overall == ["available", "in_use", "offline", "available"]
 
 
 def presence(sessions: sessionmaker[Session]) -> str | None:
