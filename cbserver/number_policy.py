@@ -356,18 +356,24 @@ def denial(session: Session, e164: str, subscriber_id: int | None) -> DeniedNumb
     ).first()
 
 
-def _contact_number(contact: str, country: str) -> str | None:
-    """An agent's number, when its SIP URI's user part is one: sip:+4930901820@pbx."""
-    user = contact.removeprefix("sip:").partition("@")[0]
-    if not user or not _PHONE_CHARACTERS.fullmatch(user):
-        return None
+def e164_in(text: str, country: str) -> str | None:
+    """``text`` as a valid number read in ``country`` (national forms allowed), in E.164; None
+    when it is no such number."""
     try:
-        number = phonenumbers.parse(user, country)
+        number = phonenumbers.parse(text, country)
     except NumberParseException:
         return None
     if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _contact_number(contact: str, country: str) -> str | None:
+    """An agent's number, when its SIP URI's user part is one: sip:+4930901820@pbx."""
+    user = contact.removeprefix("sip:").partition("@")[0]
+    if not user or not _PHONE_CHARACTERS.fullmatch(user):
+        return None
+    return e164_in(user, country)
 
 
 def business_numbers(session: Session, subscriber: Subscriber) -> set[str]:

@@ -77,15 +77,18 @@ _IN_OFFER_ORDER = (
 )
 
 
-def free_now(session: Session, subscriber_id: int, now: datetime) -> set[int]:
-    """The ids of the subscriber's agents available at ``now`` (each still to be reserved)."""
-    return set(
-        session.scalars(
-            select(Agent.id)
-            .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
-            .where(AgentAssignment.subscriber_id == subscriber_id, available(now))
-        )
+def available_in_offer_order(session: Session, subscriber_id: int, now: datetime) -> Agents:
+    """The subscriber's agents available at ``now`` (each still to be reserved), in the order
+    they are offered a call."""
+    rows = session.execute(
+        _IN_OFFER_ORDER.where(available(_NOW)), {"subscriber_id": subscriber_id, "now": now}
     )
+    return tuple((agent_id, name) for agent_id, name in rows)
+
+
+def free_now(session: Session, subscriber_id: int, now: datetime) -> set[int]:
+    """The ids of the subscriber's agents available at ``now``."""
+    return {agent_id for agent_id, _ in available_in_offer_order(session, subscriber_id, now)}
 
 
 def in_offer_order(session: Session, subscriber_id: int) -> Agents:

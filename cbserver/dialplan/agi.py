@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import phonenumbers
 from panoramisk.fast_agi import Application, Request  # type: ignore[import-untyped]
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,13 +34,12 @@ from cbserver import routing
 from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread
 from cbserver.models import (
-    Agent,
-    AgentAssignment,
     CallbackRequest,
     RequestStatus,
     Subscriber,
     UnknownCallers,
 )
+from cbserver.number_policy import e164_in
 from cbserver.scheduling import UNSERVED
 from cbserver.states import IllegalTransition, StaleRequest, transition
 
@@ -75,14 +73,6 @@ class Route:
         }
 
 
-def _e164(number: str, country: str) -> str | None:
-    try:
-        parsed = phonenumbers.parse(number, country)
-    except phonenumbers.NumberParseException:
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
 def _numbers(subscriber: Subscriber) -> set[str]:
     """The numbers a call in reaches the business by."""
     return {n for n in (subscriber.caller_id, subscriber.inbound_number) if n is not None}
@@ -94,7 +84,7 @@ def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Ro
         (
             s
             for s in session.scalars(select(Subscriber).where(Subscriber.active))
-            if _e164(dialled, s.country) in _numbers(s)
+            if e164_in(dialled, s.country) in _numbers(s)
         ),
         None,
     )
@@ -102,7 +92,7 @@ def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Ro
         log.info("a call to %s: no business has that number", dialled)
         return Route(NOT_IN_SERVICE)
     request_id = ""
-    visitor = _e164(caller, subscriber.country)
+    visitor = e164_in(caller, subscriber.country)
     if visitor is not None:
         waiting = session.scalars(
             select(CallbackRequest.id)
@@ -118,12 +108,7 @@ def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Ro
     if not request_id and subscriber.unknown_callers == UnknownCallers.MESSAGE:
         log.info("a call for %s from %s (no waiting request): the message", subscriber.slug, caller)
         return Route(UNKNOWN_CALLER_MESSAGE)
-    agents = session.scalars(
-        select(Agent.name)
-        .join(AgentAssignment, AgentAssignment.agent_id == Agent.id)
-        .where(AgentAssignment.subscriber_id == subscriber.id, routing.available(now))
-        .order_by(AgentAssignment.priority, Agent.idle_since.asc().nulls_first(), Agent.id)
-    ).all()
+    agents = [name for _, name in routing.available_in_offer_order(session, subscriber.id, now)]
     about = f"about request {request_id}" if request_id else "(no waiting request)"
     if not agents:
         log.info("a call for %s from %s %s: no agent available", subscriber.slug, caller, about)
