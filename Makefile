@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-e2e lint format translations bench bench-scheduler deps system-deps asterisk clean
+.PHONY: run test test-unit test-e2e lint format translations prompts bench bench-scheduler deps system-deps asterisk clean
 
 run: deps asterisk
 	$(BIN)/cbserver run --demo
@@ -44,6 +44,10 @@ translations: deps
 	$(BIN)/pybabel update -i cbserver/translations/messages.pot -d cbserver/translations \
 		--ignore-obsolete
 	$(BIN)/pybabel compile -d cbserver/translations
+
+# After changing a prompt's text in asterisk-conf/sounds/make-prompts (needs espeak-ng, sox).
+prompts:
+	asterisk-conf/sounds/make-prompts
 
 deps: system-deps $(VENV)/.installed
 

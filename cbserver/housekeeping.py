@@ -214,9 +214,9 @@ def anonymise_old_refusals(session: Session, now: datetime, retention: timedelta
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def free_stranded_agents(session: Session) -> int:
+def free_stranded_agents(session: Session, now: datetime) -> int:
     """Agents held for requests no longer in a call are free again; how many. Committed."""
-    freed = routing.free_stranded(session, IN_CALL)
+    freed = routing.free_stranded(session, IN_CALL, now)
     if freed:
         log.warning("agent(s) %s held for no call any more: free again", ", ".join(freed))
     return len(freed)
@@ -266,5 +266,5 @@ def one_round(
         moved_to_opening=close_doors(session, now),
         released=release_stale_claims(session, now, spare=None if adopted else worker),
         renewed=renewed,
-        freed=free_stranded_agents(session),
+        freed=free_stranded_agents(session, now),
     )

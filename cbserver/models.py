@@ -361,6 +361,13 @@ class SlotBooking(Base):
     booked: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class AttemptKind(StrEnum):
+    # cbserver rang agent and visitor.
+    CALL_BACK = "call_back"
+    # The visitor rang the business's number back, and an agent answered (dialplan/agi.py).
+    RETURN_CALL = "return_call"
+
+
 class CallAttempt(Base):
     """One try at connecting agent and visitor, with each leg's channel and how it ended."""
 
@@ -382,6 +389,9 @@ class CallAttempt(Base):
     hangup_cause_text: Mapped[str | None] = mapped_column(String(100))
     # answered | busy | no_answer | rejected | no_agent | failed
     outcome: Mapped[str | None] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(
+        String(12), default=AttemptKind.CALL_BACK, server_default=AttemptKind.CALL_BACK
+    )
     # Asterisk's billable seconds for the bridged legs (their CDR, over AMI); None: no bridge,
     # or no record received.
     billable_seconds: Mapped[int | None] = mapped_column(Integer)

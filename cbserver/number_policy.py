@@ -368,6 +368,16 @@ def e164_in(text: str, country: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def readings(text: str, country: str) -> list[str]:
+    """The E.164 numbers a trunk's ``text`` may mean in ``country``: read as a national number
+    first, then, written without its "+", as an international one (trunks differ)."""
+    found = [e164_in(text, country)]
+    digits = text.strip()
+    if digits.isdigit():
+        found.append(e164_in(f"+{digits}", country))
+    return list(dict.fromkeys(number for number in found if number is not None))
+
+
 def _contact_number(contact: str, country: str) -> str | None:
     """An agent's number, when its SIP URI's user part is one: sip:+4930901820@pbx."""
     user = contact.removeprefix("sip:").partition("@")[0]

@@ -20,7 +20,20 @@ from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from cbserver.ami import AVAILABLE, IN_USE, OFFLINE, RINGING
-from cbserver.models import Agent, AgentAssignment, CallbackRequest, UtcDateTime
+from cbserver.models import (
+    Agent,
+    AgentAssignment,
+    AttemptKind,
+    CallAttempt,
+    CallbackRequest,
+    UtcDateTime,
+)
+
+# The longest a return call lasts: the dialplan's TIMEOUT(absolute) in cbserver-inbound.
+RETURN_CALL_LIMIT = timedelta(hours=1)
+# A return call whose agent's phone is idle this long after the answer is over, though the
+# dialplan's word of its end (AGI /ended) never came.
+RETURN_CALL_QUIET = timedelta(minutes=1)
 
 # An agent: (id, name), the name also the PJSIP endpoint.
 Agents = tuple[tuple[int, str], ...]
@@ -168,6 +181,18 @@ def hand_over(session: Session, agent_id: int, request_id: str, now: datetime) -
     return True
 
 
+def hold_for_return_call(session: Session, agent_id: int, request_id: str) -> bool:
+    """The agent answered the visitor's return call about ``request_id``: held by it, like by a
+    call-back, unless a call-back holds the agent already. Not committed."""
+    result = session.execute(
+        update(Agent)
+        .where(Agent.id == agent_id, Agent.on_call.is_(None))
+        .values(on_call=request_id)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def release(
     session: Session, request_id: str, now: datetime, *, talked: bool, wrap_up_seconds: int
 ) -> None:
@@ -186,10 +211,30 @@ def release(
     )
 
 
-def free_stranded(session: Session, in_call: Sequence[str]) -> list[str]:
-    """Free the agents held for requests no longer in a call (statuses ``in_call``): a request
-    canceled while its worker was dead, or whose call ended without its agent's release being
-    written. The names freed. Committed.
+def _on_return_calls(session: Session, request_ids: Sequence[str], now: datetime) -> set[str]:
+    """Which of ``request_ids`` have a return call under way: answered, not yet ended, and not
+    over by every other sign (the dialplan's word of the end can be lost with the worker)."""
+    phone_busy = or_(Agent.presence.is_(None), Agent.presence.in_((RINGING, IN_USE)))
+    return set(
+        session.scalars(
+            select(CallAttempt.request_id)
+            .join(Agent, Agent.id == CallAttempt.agent_id)
+            .where(
+                CallAttempt.request_id.in_(request_ids),
+                CallAttempt.kind == AttemptKind.RETURN_CALL,
+                CallAttempt.ended_at.is_(None),
+                CallAttempt.started_at > now - RETURN_CALL_LIMIT,
+                or_(phone_busy, CallAttempt.started_at > now - RETURN_CALL_QUIET),
+            )
+        )
+    )
+
+
+def free_stranded(session: Session, in_call: Sequence[str], now: datetime) -> list[str]:
+    """Free the agents held for requests no longer in a call (statuses ``in_call``, or a return
+    call under way): a request canceled while its worker was dead, or whose call ended without
+    its agent's release being written. A return call so ended is closed. The names freed.
+    Committed.
 
     The held rows are locked first (a claim busy with one is skipped), and the requests read
     after that, so a reservation made meanwhile is never taken for a stale one."""
@@ -201,23 +246,36 @@ def free_stranded(session: Session, in_call: Sequence[str]) -> list[str]:
     if not held:
         session.commit()
         return []
+    held_for = [request_id for _, _, request_id in held if request_id is not None]
     still_in_call = set(
         session.scalars(
             select(CallbackRequest.id).where(
-                CallbackRequest.id.in_([request_id for _, _, request_id in held]),
+                CallbackRequest.id.in_(held_for),
                 CallbackRequest.status.in_(in_call),
             )
         )
-    )
+    ) | _on_return_calls(session, held_for, now)
     stranded = [
-        (agent_id, name) for agent_id, name, request_id in held if request_id not in still_in_call
+        (agent_id, name, request_id)
+        for agent_id, name, request_id in held
+        if request_id not in still_in_call
     ]
     if stranded:
         session.execute(
             update(Agent)
-            .where(Agent.id.in_([agent_id for agent_id, _ in stranded]))
+            .where(Agent.id.in_([agent_id for agent_id, _, _ in stranded]))
             .values(on_call=None)
             .execution_options(synchronize_session=False)
         )
+        session.execute(
+            update(CallAttempt)
+            .where(
+                CallAttempt.request_id.in_([request_id for _, _, request_id in stranded]),
+                CallAttempt.kind == AttemptKind.RETURN_CALL,
+                CallAttempt.ended_at.is_(None),
+            )
+            .values(ended_at=now, outcome="answered")
+            .execution_options(synchronize_session=False)
+        )
     session.commit()
-    return [name for _, name in stranded]
+    return [name for _, name, _ in stranded]

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -231,6 +232,13 @@ class AsteriskInstance:
         for template in sorted(CONF_TEMPLATES.glob("*.conf")):
             text = env.get_template(template.name).render(context)
             _write_private(self.directory / "etc" / template.name, text)
+        # cbserver's own prompts, where the dialplan plays them from (its global CBSERVER_SOUNDS).
+        shutil.rmtree(self.directory / "sounds", ignore_errors=True)
+        shutil.copytree(
+            CONF_TEMPLATES / "sounds",
+            self.directory / "sounds",
+            ignore=shutil.ignore_patterns("make-prompts"),
+        )
 
     def write_agents(self, agents: Iterable[SipAgent]) -> None:
         env = _template_env()
@@ -257,7 +265,9 @@ class AsteriskInstance:
         return {
             "instance": self.name,
             "system_name": re.sub(r"[^A-Za-z0-9-]", "-", f"cbserver-{self.name}"),
-            "dirs": {sub: f"{root}/{sub}" for sub in ("etc", "db", "spool", "run", "log")},
+            "dirs": {
+                sub: f"{root}/{sub}" for sub in ("etc", "db", "spool", "run", "log", "sounds")
+            },
             "ports": {
                 "sip": s.sip_port,
                 "http": s.http_port,

@@ -33,6 +33,7 @@ from cbserver.i18n import _, _l
 from cbserver.models import (
     Agent,
     AgentAssignment,
+    AttemptKind,
     CallAttempt,
     CallbackRequest,
     RequestStatus,
@@ -261,6 +262,17 @@ def _may_note(session: Session, agent: Agent, request_id: str, moment: datetime)
     return talked is not None
 
 
+def _outcome_text(attempt: CallAttempt) -> str:
+    outcome = (
+        str(OUTCOME_TEXT.get(attempt.outcome, attempt.outcome))
+        if attempt.outcome
+        else _("under way")
+    )
+    if attempt.kind == AttemptKind.RETURN_CALL:
+        return _("the visitor called back: %(outcome)s", outcome=outcome)
+    return outcome
+
+
 def _screen_pop(callback: CallbackRequest) -> dict[str, Any]:
     zone = callback.subscriber.time_zone
     status = RequestStatus(callback.status)
@@ -281,11 +293,8 @@ def _screen_pop(callback: CallbackRequest) -> dict[str, Any]:
                 "started_at": _iso(attempt.started_at),
                 "started_at_text": local_text(attempt.started_at, zone),
                 "outcome": attempt.outcome,
-                "outcome_text": (
-                    str(OUTCOME_TEXT.get(attempt.outcome, attempt.outcome))
-                    if attempt.outcome
-                    else _("under way")
-                ),
+                "kind": attempt.kind,
+                "outcome_text": _outcome_text(attempt),
                 "agent": attempt.agent.name if attempt.agent is not None else None,
             }
             for attempt in callback.attempts

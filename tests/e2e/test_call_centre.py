@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from cbserver.config import Settings
 from cbserver.intake import Submission, submit
 from cbserver.models import Agent, AgentAssignment, CallbackRequest, RequestStatus, Subscriber
 from cbserver.sipp import SippPeer
+from cbserver.views.console import console_state
 from cbserver.worker import Worker
 from tests.e2e.conftest import Ports, ari_config
 from tests.e2e.harness import SCENARIOS, dials, free_media_ports, free_ports, until
@@ -246,7 +247,16 @@ def status_of(sessions: sessionmaker[Session], request_id: str) -> str:
         return session.get_one(CallbackRequest, request_id).status
 
 
-async def test_a_visitor_ringing_back_reaches_an_agent_and_the_request_is_completed(
+def answering_agent(sessions: sessionmaker[Session], request_id: str) -> Agent | None:
+    """The agent on the request's return call, while it lasts."""
+    with sessions() as session:
+        agent = session.scalars(select(Agent).where(Agent.on_call == request_id)).first()
+        if agent is not None:
+            session.expunge(agent)
+        return agent
+
+
+async def test_a_visitor_ringing_back_reaches_an_agent_whose_console_shows_the_request(
     settings: Settings,
     sessions: sessionmaker[Session],
     team: Team,
@@ -255,7 +265,7 @@ async def test_a_visitor_ringing_back_reaches_an_agent_and_the_request_is_comple
     ports: Ports,
     tmp_path: Path,
 ) -> None:
-    change(sessions, team, retry_interval_seconds=3600)
+    change(sessions, team, retry_interval_seconds=3600, wrap_up_seconds=60)
     sipp("trunk", ports.trunk, "agent_busy.xml")  # the visitor's line is busy at the call-back
     visitor = "+12015550160"
     request_id = ask(sessions, team, visitor)
@@ -267,22 +277,62 @@ async def test_a_visitor_ringing_back_reaches_an_agent_and_the_request_is_comple
     rung_before = len(team.rung())
 
     phone = caller(tmp_path, visitor, team.number)
-    exit_code = await asyncio.to_thread(phone.call, f"127.0.0.1:{settings.sip_port}", timeout=20)
+    calling = asyncio.create_task(
+        asyncio.to_thread(phone.call, f"127.0.0.1:{settings.sip_port}", timeout=25)
+    )
+    # During the call: the agent who answered is held by it, and their console shows the request.
+    agent = await until(
+        lambda: answering_agent(sessions, request_id), within=15, message="an agent answered"
+    )
+    with sessions() as session:
+        view = console_state(session, session.get_one(Agent, agent.id), datetime.now(UTC))
+    assert (view["state"], view["call"]["request_id"]) == ("on_call", request_id)
+    assert view["call"]["visitor_phone"] == visitor
+    assert [a["outcome_text"] for a in view["call"]["attempts"]] == [
+        "busy",
+        "the visitor called back: under way",
+    ]
+    exit_code = await calling
 
     assert exit_code == 0, phone.output_file.read_text(errors="replace")[-2000:]
-    assert [m.status for m in phone.received() if m.status == 200][:1] == [200], "answered"
+    answer = next(m for m in phone.received() if m.status == 200)
     invites = [i for p in team.phones.values() for i in dials(p)][rung_before:]
     assert invites, "the business's agents were rung"
     assert all(visitor in (i.header("From") or "") for i in invites), "showing who rings"
-    await until(
-        lambda: status_of(sessions, request_id) == "completed",
-        within=5,
-        message=lambda: f"completed; {status_of(sessions, request_id)}",
-    )
+    assert answer.at is not None
+    assert invites[0].at is not None
+    greeting = invites[0].at - answer.at
+    print(f"\nreturn call: agents rung {greeting:.2f} s after the caller was answered")
+    assert greeting >= 4, "after the greeting (cbserver's own prompt, about 4.5 s)"
     with sessions() as session:
-        reason = session.get_one(CallbackRequest, request_id).events[-1].reason
-    assert reason.startswith("the visitor called back and ")
-    assert any(name in reason for name in team.agents.values()), reason
+        request = session.get_one(CallbackRequest, request_id)
+        assert request.status == "completed"
+        assert request.events[-1].reason == f"the visitor called back and {agent.name} answered"
+
+    # After the call: its attempt closed with the seconds talked, the agent wrapping up.
+    def closed() -> int | None:
+        with sessions() as session:
+            call = session.get_one(CallbackRequest, request_id).attempts[-1]
+            return call.billable_seconds if call.ended_at is not None else None
+
+    seconds = await until(closed, within=5, message="the return call's attempt closed")
+    short = next(s for s, name in team.agents.items() if name == agent.name)
+    *_, answered = (
+        m
+        for m in team.phones[short].messages()
+        if m.direction == "sent" and m.status == 200 and (m.header("CSeq") or "").endswith("INVITE")
+    )
+    bye = next(m for m in phone.messages() if m.direction == "sent" and m.method == "BYE")
+    assert answered.at is not None
+    assert bye.at is not None
+    talked = bye.at - answered.at
+    print(f"return call: {seconds} s recorded, {talked:.2f} s on the wire")
+    assert abs(seconds - talked) <= 1, f"recorded {seconds} s, {talked:.2f} s on the wire"
+    with sessions() as session:
+        view = console_state(session, session.get_one(Agent, agent.id), datetime.now(UTC))
+    assert view["state"] == "wrap_up"
+    assert view["call"]["request_id"] == request_id, "still on screen, for the note"
+    assert view["call"]["attempts"][-1]["outcome_text"] == "the visitor called back: talked"
 
 
 async def test_with_the_worker_away_a_caller_hears_an_apology_and_no_channel_is_left(

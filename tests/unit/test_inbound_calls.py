@@ -9,24 +9,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents as agents_service
 from cbserver.agents import add_agent
 from cbserver.claims import claim_next
+from cbserver.clock import FakeClock
 from cbserver.db import DatabaseThread
+from cbserver.dialplan import agi
 from cbserver.dialplan.agi import (
     ALL_BUSY,
     HOLD_PROMPT,
     NOT_IN_SERVICE,
+    RETURN_CALL_PROMPT,
     UNKNOWN_CALLER_MESSAGE,
     InboundCalls,
-    route_call,
+    Route,
 )
+from cbserver.housekeeping import free_stranded_agents
 from cbserver.intake import Submission, submit
-from cbserver.models import AgentAssignment, CallbackRequest, RequestStatus, Subscriber
+from cbserver.models import (
+    Agent,
+    AgentAssignment,
+    AttemptKind,
+    CallbackRequest,
+    RequestStatus,
+    Subscriber,
+)
+from cbserver.routing import AgentState, available_in_offer_order, state_of
 from cbserver.states import transition
+from cbserver.views.console import console_state
 
 pytestmark = pytest.mark.postgres
 
@@ -35,17 +48,28 @@ BUSINESS = "+12015550100"
 INBOUND = "+12015550111"
 VISITOR = "+12015550123"
 STRANGER = "+12015550199"
+HOLD = timedelta(seconds=55)
+
+
+def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Route:
+    return agi.route_call(session, dialled, caller, now, HOLD)
 
 
 @pytest.fixture
 def shop(session: Session) -> Subscriber:
-    subscriber = Subscriber(slug="shop", display_name="Shop", country="US", caller_id=BUSINESS)
+    subscriber = Subscriber(
+        slug="shop", display_name="Shop", country="US", caller_id=BUSINESS, wrap_up_seconds=30
+    )
     for name, priority in (("anna", 10), ("ben", 20)):
         agent = add_agent(session, name, contact=f"sip:{name}@127.0.0.1:5999").agent
         subscriber.assignments.append(AgentAssignment(agent=agent, priority=priority))
     session.add(subscriber)
     session.commit()
     return subscriber
+
+
+def agent_named(session: Session, name: str) -> Agent:
+    return session.scalars(select(Agent).where(Agent.name == name)).one()
 
 
 def missed(session: Session) -> str:
@@ -67,7 +91,7 @@ def test_a_visitor_ringing_back_is_recognised_in_any_number_form(session: Sessio
     for dialled, caller in ((BUSINESS, VISITOR), ("12015550100", "2015550123")):
         route = route_call(session, dialled, caller, NOW)
         assert route.request_id == request_id
-        assert route.prompt == HOLD_PROMPT
+        assert (route.prompt, route.own_prompt) == (RETURN_CALL_PROMPT, True)
         assert route.dial == "PJSIP/anna&PJSIP/ben", "every available agent, first group first"
 
 
@@ -88,7 +112,7 @@ def test_a_call_to_the_inbound_number_reaches_the_agents_as_the_caller_id_does(
     for dialled in (INBOUND, "2015550111"):
         route = route_call(session, dialled, VISITOR, NOW)
         assert (route.prompt, route.dial, route.request_id) == (
-            HOLD_PROMPT,
+            RETURN_CALL_PROMPT,
             "PJSIP/anna&PJSIP/ben",
             request_id,
         )
@@ -106,7 +130,7 @@ def test_with_unknown_callers_given_the_message_only_a_visitor_ringing_back_reac
     assert (stranger.prompt, stranger.dial, stranger.request_id) == (UNKNOWN_CALLER_MESSAGE, "", "")
     visitor = route_call(session, BUSINESS, VISITOR, NOW)
     assert (visitor.prompt, visitor.dial, visitor.request_id) == (
-        HOLD_PROMPT,
+        RETURN_CALL_PROMPT,
         "PJSIP/anna&PJSIP/ben",
         request_id,
     )
@@ -156,7 +180,9 @@ async def test_the_answer_completes_the_request_the_caller_rang_back_about(
     inbound = FakeAgiRequest(agi_network_script="inbound", agi_arg_1=BUSINESS, agi_callerid=VISITOR)
     await app._route["inbound"](inbound)
     assert inbound.commands == [
-        f'SET VARIABLE CBSERVER_PROMPT "{HOLD_PROMPT}"',
+        f'SET VARIABLE CBSERVER_PROMPT "{RETURN_CALL_PROMPT}"',
+        'SET VARIABLE CBSERVER_OWN_PROMPT "1"',
+        'SET VARIABLE CBSERVER_LANGUAGE "en"',
         'SET VARIABLE CBSERVER_DIAL "PJSIP/anna&PJSIP/ben"',
         f'SET VARIABLE CBSERVER_REQUEST "{request_id}"',
         'SET VARIABLE CBSERVER_RING_SECONDS "25"',
@@ -171,6 +197,32 @@ async def test_the_answer_completes_the_request_the_caller_rang_back_about(
         request = session.get_one(CallbackRequest, request_id)
         assert request.status == RequestStatus.COMPLETED
         assert request.events[-1].reason == "the visitor called back and ben answered"
+        call = request.attempts[-1]
+        assert (call.kind, call.agent and call.agent.name, call.ended_at) == (
+            AttemptKind.RETURN_CALL,
+            "ben",
+            None,
+        )
+        ben = agent_named(session, "ben")
+        assert ben.on_call == request_id, "held by the call like by a call-back"
+        assert console_state(session, ben, calls.clock.now())["call"]["request_id"] == request_id
+        assert "ben" not in [name for _, name in available_in_offer_order(session, 1, NOW)]
+
+    calls.clock = FakeClock(calls.clock.now() + timedelta(seconds=42))
+    await app._route["ended"](FakeAgiRequest(agi_network_script="ended", agi_arg_1=request_id))
+
+    with sessions() as session:
+        request = session.get_one(CallbackRequest, request_id)
+        call = request.attempts[-1]
+        assert (call.outcome, call.billable_seconds) == ("answered", 42)
+        assert call.ended_at is not None
+        ben = agent_named(session, "ben")
+        assert ben.on_call is None
+        ended = calls.clock.now()
+        assert state_of(ben, ended) == AgentState.WRAP_UP, "the subscriber's wrap-up follows"
+        view = console_state(session, ben, ended)
+        assert view["call"]["request_id"] == request_id, "on screen after it, for the note"
+        assert view["call"]["attempts"][-1]["outcome_text"] == "the visitor called back: talked"
 
 
 async def test_a_failure_tells_the_dialplan_to_apologise(tmp_path: Path) -> None:
@@ -185,3 +237,75 @@ async def test_a_failure_tells_the_dialplan_to_apologise(tmp_path: Path) -> None
         thread.close()
 
     assert inbound.commands == ['SET VARIABLE CBSERVER_PROMPT ""']
+
+
+@pytest.mark.usefixtures("shop")
+def test_no_worker_calls_the_visitor_while_their_return_call_rings_the_agents(
+    session: Session,
+) -> None:
+    request = submit(session, Submission("shop", VISITOR, consent=True), now=NOW).request
+
+    route_call(session, BUSINESS, VISITOR, NOW)
+
+    assert claim_next(session, "worker-a", NOW + HOLD - timedelta(seconds=1)) is None
+    claim = claim_next(session, "worker-a", NOW + HOLD)
+    assert claim is not None, "nobody answered: called back as before, only later"
+    assert claim.request_id == request.id
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_return_call_is_answered_in_the_business_language(session: Session) -> None:
+    shop = session.scalars(select(Subscriber)).one()
+    shop.language = "de"
+    session.commit()
+    missed(session)
+    route = route_call(session, BUSINESS, VISITOR, NOW)
+    assert route.variables(25)["CBSERVER_LANGUAGE"] == "de"
+
+
+def test_of_businesses_sharing_a_number_the_caller_reaches_the_one_they_ring_back(
+    session: Session, shop: Subscriber
+) -> None:
+    other = Subscriber(slug="other", display_name="Other", country="US", caller_id=BUSINESS)
+    cleo = add_agent(session, "cleo", contact="sip:cleo@127.0.0.1:5999").agent
+    other.assignments.append(AgentAssignment(agent=cleo, priority=10))
+    session.add(other)
+    session.commit()
+    request = submit(session, Submission("other", VISITOR, consent=True), now=NOW).request
+
+    route = route_call(session, BUSINESS, VISITOR, NOW)
+    assert (route.dial, route.request_id) == ("PJSIP/cleo", request.id)
+    stranger = route_call(session, BUSINESS, STRANGER, NOW)
+    assert stranger.dial == "PJSIP/anna&PJSIP/ben", "anyone else: the first business"
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_foreign_visitor_is_recognised_when_the_trunk_leaves_out_the_plus(
+    session: Session,
+) -> None:
+    session.scalars(select(Subscriber)).one().allowed_countries = "US,DE"
+    request = submit(session, Submission("shop", "+4930901820", consent=True), now=NOW).request
+    route = route_call(session, BUSINESS, "4930901820", NOW)
+    assert route.request_id == request.id
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_return_call_whose_end_was_never_heard_frees_its_agent_once_the_phone_is_idle(
+    session: Session,
+) -> None:
+    request_id = missed(session)
+    assert agi.answer_return_call(session, request_id, "anna", NOW)
+    anna = agent_named(session, "anna")
+
+    anna.presence = "in_use"
+    session.commit()
+    assert free_stranded_agents(session, NOW + timedelta(minutes=20)) == 0, "still talking"
+    anna.presence = "available"
+    session.commit()
+    assert free_stranded_agents(session, NOW + timedelta(seconds=30)) == 0, "just answered"
+    assert free_stranded_agents(session, NOW + timedelta(minutes=20)) == 1
+
+    session.refresh(anna)
+    assert anna.on_call is None
+    call = session.get_one(CallbackRequest, request_id).attempts[-1]
+    assert (call.outcome, call.ended_at) == ("answered", NOW + timedelta(minutes=20))

@@ -18,7 +18,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # What a build reads; deploy/install.sh copies the same.
 SOURCES = ("cbserver", "asterisk-conf", "setup.cfg", "pyproject.toml", "README.md")
-TEMPLATES = sorted(path.name for path in (REPO / "asterisk-conf").iterdir())
+TEMPLATES = sorted(path.name for path in (REPO / "asterisk-conf").glob("*.conf"))
+PROMPTS = sorted(
+    str(path.relative_to(REPO / "asterisk-conf"))
+    for path in (REPO / "asterisk-conf").glob("sounds/*/*.wav")
+)
 CATALOGS = sorted(
     str(path.relative_to(REPO)) for path in (REPO / "cbserver" / "translations").rglob("*.mo")
 )
@@ -76,7 +80,12 @@ def test_the_wheel_carries_every_config_template_and_the_compiled_translations(
                 archive.read(f"{shared}/{template}")
                 == (REPO / "asterisk-conf" / template).read_bytes()
             )
+        for prompt in PROMPTS:
+            assert (
+                archive.read(f"{shared}/{prompt}") == (REPO / "asterisk-conf" / prompt).read_bytes()
+            )
     assert "asterisk.conf" in TEMPLATES
+    assert "sounds/en/cbserver-return-call.wav" in PROMPTS
     assert "cbserver/translations/de/LC_MESSAGES/messages.mo" in CATALOGS
     assert set(CATALOGS) <= names
 
@@ -113,7 +122,11 @@ def test_an_installed_wheel_finds_its_templates_away_from_the_checkout(
     module, templates = json.loads(result.stdout)
     assert Path(module) == target / "cbserver" / "asterisk" / "instance.py"
     assert Path(templates) == target / "share" / "cbserver" / "asterisk-conf"
-    assert sorted(path.name for path in Path(templates).iterdir()) == TEMPLATES
+    assert sorted(path.name for path in Path(templates).glob("*.conf")) == TEMPLATES
+    assert (
+        sorted(str(path.relative_to(templates)) for path in Path(templates).glob("sounds/*/*"))
+        == PROMPTS
+    )
     assert (Path(templates) / "asterisk.conf").is_file()
     catalog = gettext.translation(
         "messages", localedir=target / "cbserver" / "translations", languages=["de"]

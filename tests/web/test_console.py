@@ -498,6 +498,7 @@ def test_after_a_call_the_agent_talked_in_the_request_stays_for_ten_minutes(
             "number": 1,
             "started_at": (CLOCK_START - timedelta(minutes=5)).isoformat(),
             "started_at_text": "Wed 18 Nov, 08:55 (America/Los_Angeles)",
+            "kind": "call_back",
             "outcome": "answered",
             "outcome_text": "talked",
             "agent": "alice",
