@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from panoramisk import Manager  # type: ignore[import-untyped]
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import db
@@ -155,7 +155,11 @@ class DatabasePresenceStore:
 
     def _record(self, name: str, presence: str, at: datetime) -> None:
         with self.sessions() as session:
-            agent = session.scalars(select(Agent).where(Agent.name == name)).one_or_none()
+            # Locked first: two nodes recording at once each add up the other's view as
+            # committed, never one read before the other's write.
+            agent = session.scalars(
+                select(Agent).where(Agent.name == name).with_for_update()
+            ).one_or_none()
             if agent is None:
                 return
             mine = session.get(AgentPresence, (agent.id, self.node))
@@ -180,9 +184,13 @@ class DatabasePresenceStore:
                 )
             ).all()
             overall = combined(views)
-            if agent.presence != overall:
-                agent.presence = overall
-                agent.presence_at = at
+            # Compared in the database, inside this write: the row as loaded may be stale.
+            session.execute(
+                update(Agent)
+                .where(Agent.id == agent.id, Agent.presence.is_distinct_from(overall))
+                .values(presence=overall, presence_at=at)
+                .execution_options(synchronize_session=False)
+            )
             session.commit()
 
 

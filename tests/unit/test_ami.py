@@ -284,6 +284,34 @@ async def test_with_several_nodes_the_agent_is_as_the_node_that_sees_its_phone_s
     assert overall == ["available", "in_use", "offline", "available"]
 
 
+async def test_two_nodes_recording_at_once_leave_the_agent_as_their_views_add_up(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Each node writes on its own database thread, as two workers do."""
+    with sessions() as session:
+        add_agent(session, "alice")
+        for name in ("node-a", "node-b"):
+            nodes.register(session, name, f"{name}-1", MOMENT, timedelta(seconds=30))
+    threads = [DatabaseThread(f"test-presence-{name}") for name in ("a", "b")]
+    wrong: list[tuple[int, str | None]] = []
+    try:
+        a, b = (
+            DatabasePresenceStore(sessions, thread, FakeClock(MOMENT), node=f"node-{name}")
+            for thread, name in zip(threads, ("a", "b"), strict=True)
+        )
+        for round_ in range(60):
+            # Node a sees her phone busy as node b sees it free, then the other way round.
+            busy, free = (a, b) if round_ % 2 else (b, a)
+            await asyncio.gather(busy.record("alice", "in_use"), free.record("alice", "available"))
+            if (overall := presence(sessions)) != "in_use":
+                wrong.append((round_, overall))
+    finally:
+        for thread in threads:
+            thread.close()
+
+    assert wrong == [], "in use on one node is in use, whichever node wrote last"
+
+
 def presence(sessions: sessionmaker[Session]) -> str | None:
     with sessions() as session:
         return session.scalars(select(Agent.presence)).one()
