@@ -286,14 +286,17 @@ class AgentFirstCall:
                 log.warning("request %s: changed meanwhile: %s", self.request_id, exc)
                 session.rollback()
             # As the request now stands (moved here, or canceled meanwhile): its agent is free,
-            # unless another worker carries the request on, with an agent of its own.
+            # unless another worker carries the request on, with an agent of its own. Only
+            # this call's agent: the request may be claimed again by the time this is written.
             if request.status not in IN_CALL or request.attempt_count == self.claim.attempt_number:
+                ours_held = session.get_one(CallAttempt, self.attempt_id).agent_id
                 routing.release(
                     session,
                     self.request_id,
                     now,
                     talked=connected,
                     wrap_up_seconds=request.subscriber.wrap_up_seconds,
+                    agent_id=self._held if self._held is not None else ours_held,
                 )
             # Whoever moves the request now (its claim released and taken up again, or
             # canceled), this attempt's own record ends here.

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from cbserver import agents as agents_service
 from cbserver import housekeeping, intake, routing
 from cbserver.agents import add_agent
-from cbserver.claims import claim_next
+from cbserver.claims import claim_next, promote_due
 from cbserver.housekeeping import release_stale_claims
 from cbserver.intake import Submission, submit
 from cbserver.models import Agent, AgentAssignment, CallbackRequest, RequestStatus, Subscriber
@@ -239,3 +239,29 @@ def test_an_agent_held_for_a_request_canceled_behind_its_calls_back_is_freed(
     holding = {a.name: a.on_call for a in agents_service.list_agents(session)}
     assert holding["ben"] is None
     assert holding["anna"] == under_way, "a call under way keeps its agent"
+
+
+def test_a_late_end_of_a_call_frees_only_its_own_agent_not_the_next_claims(
+    session: Session, three: list[Agent]
+) -> None:
+    """Worker a's call ends late (its lease ran out meanwhile): the request was retried and
+    claimed again, holding another agent, by the time a writes the end."""
+    request_id = ask(session, "shop", PHONES[0])
+    first = claim_next(session, "worker-a", NOW)
+    assert first is not None
+    ben_id = first.agents[0][0]
+    request = session.get_one(CallbackRequest, request_id)
+    transition(session, request, RequestStatus.RETRY_WAIT, "lease ran out", now=NOW, due_at=NOW)
+    routing.release(session, request_id, NOW, talked=False, wrap_up_seconds=0)
+    session.commit()
+    agents_service.pause(session, "ben", None)
+    promote_due(session, NOW + timedelta(seconds=1))
+    again = claim_next(session, "worker-b", NOW + timedelta(seconds=1))
+    assert again is not None
+    assert again.agents[0][1] == "anna"
+
+    routing.release(session, request_id, NOW, talked=True, wrap_up_seconds=0, agent_id=ben_id)
+    session.commit()
+
+    holding = {a.name: a.on_call for a in agents_service.list_agents(session)}
+    assert holding == {"anna": request_id, "ben": None, "cleo": None}
