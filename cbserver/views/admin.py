@@ -31,6 +31,7 @@ from cbserver.models import (
     Subscriber,
 )
 from cbserver.numbers import E164
+from cbserver.routing import state_of
 from cbserver.views import bodies
 from cbserver.views.present import present
 from cbserver.web import db_session, now, request_stored
@@ -240,6 +241,8 @@ def _subscriber_json(subscriber: Subscriber) -> dict[str, Any]:
 
 
 def _agent_json(agent: Agent) -> dict[str, Any]:
+    moment = now()
+    wrap_up = agent.wrap_up_until
     return {
         "name": agent.name,
         "contact": agent.contact,
@@ -248,6 +251,11 @@ def _agent_json(agent: Agent) -> dict[str, Any]:
         "dtmf_mode": agent.dtmf_mode,
         "active": agent.active,
         "created_at": _iso(agent.created_at),
+        "state": state_of(agent, moment).value,
+        "pause_reason": agent.pause_reason if agent.paused else None,
+        "presence": agent.presence,
+        "on_call": agent.on_call,
+        "wrap_up_until": _iso(wrap_up) if wrap_up is not None and wrap_up > moment else None,
     }
 
 

@@ -12,6 +12,7 @@ from cbserver.hours import MAX_EXCEPTIONS, MAX_INTERVALS_PER_DAY, WEEKDAYS
 from cbserver.intake import MAX_IDEMPOTENCY_KEY, MAX_NAME, MAX_PAGE_URL, MAX_TOPIC
 from cbserver.models import RequestStatus
 from cbserver.retries import LIMITS, OUTCOME_KINDS
+from cbserver.routing import AgentState
 from cbserver.views import admin, api
 
 blueprint = Blueprint("openapi", __name__)
@@ -629,7 +630,19 @@ ADMIN_SCHEMAS: dict[str, Any] = {
     },
     "AdminAgent": {
         "type": "object",
-        "required": ["name", "contact", "registers", "dtmf_mode", "active", "created_at"],
+        "required": [
+            "name",
+            "contact",
+            "registers",
+            "dtmf_mode",
+            "active",
+            "created_at",
+            "state",
+            "pause_reason",
+            "presence",
+            "on_call",
+            "wrap_up_until",
+        ],
         "properties": {
             "name": _TEXT,
             "contact": _NULLABLE_TEXT,
@@ -637,6 +650,19 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "dtmf_mode": _TEXT,
             "active": {"type": "boolean"},
             "created_at": _TIME,
+            "state": {
+                "type": "string",
+                "enum": [state.value for state in AgentState],
+                "description": "what routing makes of the agent now, as the console shows it",
+            },
+            "pause_reason": _NULLABLE_TEXT,
+            "presence": {
+                **_NULLABLE_TEXT,
+                "description": "the phone as AMI reports it (available, ringing, in_use, "
+                "offline); null until seen",
+            },
+            "on_call": {**_NULLABLE_TEXT, "description": "the request whose call holds the agent"},
+            "wrap_up_until": _NULLABLE_TIME,
         },
     },
     "AdminAgentCreated": {

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from cbserver import admin_tokens, intake
+from cbserver import agents as agents_service
 from cbserver.agents import add_agent
 from cbserver.clock import FakeClock
 from cbserver.intake import Submission
@@ -485,6 +486,33 @@ def test_a_registering_agent_is_told_its_sip_password_once(admin: Admin) -> None
     [listed] = body(admin.get("/agents"))["items"]
     assert listed == {k: v for k, v in created.items() if k != "sip_password"}
     assert password not in admin.bodies[-1]
+
+
+def test_the_agent_list_says_what_each_agent_is_doing(
+    admin: Admin, sessions: sessionmaker[Session]
+) -> None:
+    for name in ("dora", "eve", "finn", "gus"):
+        body(admin.post("/agents", json={"name": name}), 201)
+    with sessions() as session:
+        agents_service.pause(session, "dora", "lunch")
+        eve, finn = (
+            session.scalars(select(Agent).where(Agent.name == name)).one()
+            for name in ("eve", "finn")
+        )
+        eve.presence = "offline"
+        finn.on_call = "0f0e0d0c-0000-4000-8000-000000000001"
+        session.commit()
+
+    listed = {a["name"]: a for a in body(admin.get("/agents"))["items"]}
+
+    assert {name: (a["state"], a["pause_reason"]) for name, a in listed.items()} == {
+        "dora": ("paused", "lunch"),
+        "eve": ("offline", None),
+        "finn": ("on_call", None),
+        "gus": ("available", None),
+    }
+    assert listed["eve"]["presence"] == "offline"
+    assert listed["finn"]["on_call"] == "0f0e0d0c-0000-4000-8000-000000000001"
 
 
 def test_an_agent_with_a_contact_has_no_password(admin: Admin) -> None:
