@@ -38,7 +38,7 @@ from cbserver.db import DatabaseThread, OutageLog
 from cbserver.models import CallAttempt, CallbackRequest, RequestStatus
 from cbserver.numbers import UnsafeNumber, trunk_endpoint
 from cbserver.retries import GiveUp, RetryPolicy, plan_retry
-from cbserver.scheduling import hours_of, local_text
+from cbserver.scheduling import UNSERVED, hours_of, local_text
 from cbserver.states import IllegalTransition, StaleRequest, transition
 
 log = logging.getLogger("cbserver.callflow")
@@ -269,6 +269,7 @@ class AgentFirstCall:
             ours = request.attempt_count == self.claim.attempt_number and (
                 request.status in IN_CALL
             )
+            moved = False
             try:
                 if ours and connected:
                     transition(
@@ -280,23 +281,27 @@ class AgentFirstCall:
                         claimed_by=None,
                         lease_until=None,
                     )
+                    moved = True
                 elif ours:
                     retry_or_give_up(session, request, ended, now)
+                    moved = True
             except (StaleRequest, IllegalTransition) as exc:
                 log.warning("request %s: changed meanwhile: %s", self.request_id, exc)
                 session.rollback()
-            # As the request now stands (moved here, or canceled meanwhile): its agent is free,
-            # unless another worker carries the request on, with an agent of its own. Only
-            # this call's agent: the request may be claimed again by the time this is written.
-            if request.status not in IN_CALL or request.attempt_count == self.claim.attempt_number:
-                ours_held = session.get_one(CallAttempt, self.attempt_id).agent_id
+            # Its agent is free when the request is this call's (moved here, or still in this
+            # call), or over for good (canceled meanwhile). Not when another worker or
+            # housekeeping moved it back to waiting: they freed this call's agent, and a claim
+            # may hold one for it again by the time this is written.
+            still_ours = request.status in IN_CALL and (
+                request.attempt_count == self.claim.attempt_number
+            )
+            if moved or still_ours or request.status not in (*IN_CALL, *UNSERVED):
                 routing.release(
                     session,
                     self.request_id,
                     now,
                     talked=connected,
                     wrap_up_seconds=request.subscriber.wrap_up_seconds,
-                    agent_id=self._held if self._held is not None else ours_held,
                 )
             # Whoever moves the request now (its claim released and taken up again, or
             # canceled), this attempt's own record ends here.

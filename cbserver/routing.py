@@ -194,26 +194,21 @@ def hold_for_return_call(session: Session, agent_id: int, request_id: str) -> bo
 
 
 def release(
-    session: Session,
-    request_id: str,
-    now: datetime,
-    *,
-    talked: bool,
-    wrap_up_seconds: int,
-    agent_id: int | None = None,
+    session: Session, request_id: str, now: datetime, *, talked: bool, wrap_up_seconds: int
 ) -> None:
-    """The call-back is over for its agent (``agent_id``, when the caller knows which; a
-    request claimed again since holds another): free, after the wrap-up if they talked (and
-    idle from now on, for the longest-idle order). Not committed."""
+    """The call-back is over for its agent: free, after the wrap-up if they talked (and idle
+    from now on, for the longest-idle order). Not committed.
+
+    Only for a request this transaction moved, or one over for good: a request back to waiting
+    may be held by a claim's agent again."""
     values: dict[str, object] = {"on_call": None}
     if talked:
         values["idle_since"] = now
         if wrap_up_seconds > 0:
             values["wrap_up_until"] = now + timedelta(seconds=wrap_up_seconds)
-    held = Agent.on_call == request_id
     session.execute(
         update(Agent)
-        .where(held if agent_id is None else and_(held, Agent.id == agent_id))
+        .where(Agent.on_call == request_id)
         .values(**values)
         .execution_options(synchronize_session=False)
     )

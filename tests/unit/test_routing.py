@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents as agents_service
 from cbserver import housekeeping, intake, routing
 from cbserver.agents import add_agent
+from cbserver.callflow import AgentFirstCall, CallSettings
 from cbserver.claims import claim_next, promote_due
 from cbserver.housekeeping import release_stale_claims
 from cbserver.intake import Submission, submit
@@ -241,27 +243,39 @@ def test_an_agent_held_for_a_request_canceled_behind_its_calls_back_is_freed(
     assert holding["anna"] == under_way, "a call under way keeps its agent"
 
 
-def test_a_late_end_of_a_call_frees_only_its_own_agent_not_the_next_claims(
-    session: Session, three: list[Agent]
+def test_a_call_ending_as_its_request_is_claimed_again_leaves_the_new_claims_agent_held(
+    sessions: sessionmaker[Session], three: list[Agent]
 ) -> None:
-    """Worker a's call ends late (its lease ran out meanwhile): the request was retried and
-    claimed again, holding another agent, by the time a writes the end."""
-    request_id = ask(session, "shop", PHONES[0])
-    first = claim_next(session, "worker-a", NOW)
-    assert first is not None
-    ben_id = first.agents[0][0]
-    request = session.get_one(CallbackRequest, request_id)
-    transition(session, request, RequestStatus.RETRY_WAIT, "lease ran out", now=NOW, due_at=NOW)
-    routing.release(session, request_id, NOW, talked=False, wrap_up_seconds=0)
-    session.commit()
-    agents_service.pause(session, "ben", None)
-    promote_due(session, NOW + timedelta(seconds=1))
-    again = claim_next(session, "worker-b", NOW + timedelta(seconds=1))
-    assert again is not None
-    assert again.agents[0][1] == "anna"
+    """Worker a's call ends late: its lease ran out and housekeeping put the request back. Just
+    as a reads the request, worker c claims it again, holding an agent for it."""
+    with sessions() as session:
+        request_id = ask(session, "shop", PHONES[0])
+        late_claim = claim_next(session, "worker-a", NOW)
+        assert late_claim is not None
+        assert release_stale_claims(session, NOW + timedelta(minutes=3)) == 1
+        promote_due(session, NOW + timedelta(minutes=10))
+    held_by_c: list[str] = []
+    hooked: list[bool] = []
 
-    routing.release(session, request_id, NOW, talked=True, wrap_up_seconds=0, agent_id=ben_id)
-    session.commit()
+    def claimed_again_meanwhile(target: CallbackRequest, _context: object) -> None:
+        if hooked or target.id != request_id:
+            return
+        hooked.append(True)  # once: the claim below loads the request too
+        with sessions() as other:
+            claim = claim_next(other, "worker-c", NOW + timedelta(minutes=10))
+            assert claim is not None
+            held_by_c.append(claim.agents[0][1])
 
-    holding = {a.name: a.on_call for a in agents_service.list_agents(session)}
-    assert holding == {"anna": request_id, "ben": None, "cleo": None}
+    late = AgentFirstCall(None, sessions, None, CallSettings(app="test"), late_claim, print)  # type: ignore[arg-type]
+    event.listen(CallbackRequest, "load", claimed_again_meanwhile)
+    try:
+        late._close(16, "Normal Clearing")
+    finally:
+        event.remove(CallbackRequest, "load", claimed_again_meanwhile)
+
+    assert held_by_c, "worker c claimed the request while a was closing its call"
+    with sessions() as session:
+        holding = {a.name: a.on_call for a in agents_service.list_agents(session)}
+        request = session.get_one(CallbackRequest, request_id)
+        assert (request.status, request.claimed_by) == (RequestStatus.DIALING_AGENT, "worker-c")
+    assert holding[held_by_c[0]] == request_id, "c's agent is still held for c's call"
