@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from cbserver import audit, number_policy, routing
@@ -100,11 +100,20 @@ def promote_due(session: Session, now: datetime) -> int:
 
 # Built once: building this statement costs more CPU than running it (measured, bench/).
 _NOW = bindparam("now", type_=UtcDateTime())
+
+
+def _not_held(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
+    """Not while the visitor's return call rings the agents (dialplan/agi.py); checked again
+    by the claim's UPDATE, as a hold may come between the look and the claim."""
+    return or_(CallbackRequest.held_until.is_(None), CallbackRequest.held_until <= now)
+
+
 _CANDIDATES = (
     select(CallbackRequest)
     .where(
         CallbackRequest.status == RequestStatus.QUEUED,
         CallbackRequest.due_at <= _NOW,
+        _not_held(_NOW),
         # A business without an agent free now keeps its line waiting rather than failing.
         routing.has_an_available_agent(_NOW),
     )
@@ -168,6 +177,7 @@ def claim_due(
                 first_status(request),
                 f"taken by worker {worker_id}",
                 now=now,
+                only_if=_not_held(now),
                 claimed_by=worker_id,
                 lease_until=now + lease,
                 attempt_count=request.attempt_count + 1,

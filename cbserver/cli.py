@@ -255,7 +255,7 @@ def agent_list(obj: Context) -> None:
     with obj.upgraded_sessions()() as session:
         for item in agents_service.list_agents(session):
             kind = f"contact {item.contact}" if item.contact else "registers"
-            state = routing.state_of(item, now).value if item.active else "inactive"
+            state = routing.shown_state(item, now)
             if item.paused and item.pause_reason:
                 state += f" ({item.pause_reason})"
             # Presence as the worker last saw it over AMI; nothing until it has seen any.

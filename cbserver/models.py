@@ -286,6 +286,9 @@ class CallbackRequest(Base):
     # None means "as soon as possible".
     requested_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
     due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The visitor's return call rings the agents (dialplan/agi.py): no worker calls them
+    # before this; the request keeps its place in the queue.
+    held_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # The booked slot's start, while the request holds a place in it.
     slot_start: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # Not served by then: expired.
@@ -392,8 +395,9 @@ class CallAttempt(Base):
     kind: Mapped[str] = mapped_column(
         String(12), default=AttemptKind.CALL_BACK, server_default=AttemptKind.CALL_BACK
     )
-    # Asterisk's billable seconds for the bridged legs (their CDR, over AMI); None: no bridge,
-    # or no record received.
+    # A call-back's: Asterisk's billable seconds for the bridged legs (their CDR, over AMI);
+    # None: no bridge, or no record received. A return call's: from the agent's answer to the
+    # end, as the dialplan told cbserver.
     billable_seconds: Mapped[int | None] = mapped_column(Integer)
 
     request: Mapped[CallbackRequest] = relationship(back_populates="attempts")

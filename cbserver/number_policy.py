@@ -368,14 +368,12 @@ def e164_in(text: str, country: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def readings(text: str, country: str) -> list[str]:
-    """The E.164 numbers a trunk's ``text`` may mean in ``country``: read as a national number
-    first, then, written without its "+", as an international one (trunks differ)."""
-    found = [e164_in(text, country)]
+def as_international(text: str) -> str | None:
+    """A trunk's number of digits alone read as an international number without its "+"
+    (``4930901820``: +49 30 901820), in E.164; None when it is no such number. Some trunks
+    send foreign numbers so; a number that is a valid national one is that (``e164_in``)."""
     digits = text.strip()
-    if digits.isdigit():
-        found.append(e164_in(f"+{digits}", country))
-    return list(dict.fromkeys(number for number in found if number is not None))
+    return e164_in(f"+{digits}", "ZZ") if digits.isdigit() else None
 
 
 def _contact_number(contact: str, country: str) -> str | None:

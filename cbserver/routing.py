@@ -72,6 +72,15 @@ def state_of(agent: Agent, now: datetime) -> AgentState:
     return AgentState.AVAILABLE
 
 
+INACTIVE = "inactive"
+
+
+def shown_state(agent: Agent, now: datetime) -> str:
+    """The agent's state as the agent list (CLI, admin API) shows it: an inactive agent's
+    state says nothing."""
+    return state_of(agent, now).value if agent.active else INACTIVE
+
+
 def has_an_available_agent(now: ColumnElement[datetime]) -> ColumnElement[bool]:
     """The candidate request's subscriber has an agent who may be offered it now."""
     return (

@@ -1,9 +1,11 @@
 """Usage per subscriber: call-back attempts, connected calls and billable minutes, per day of a
 month in the subscriber's own time zone.
 
-Billable seconds are Asterisk's, from each attempt's call detail record of its bridged legs
-(cdr_manager over AMI, see ami.py): from the first leg's answer (the agent's, whisper
-included, when the agent is called first) to the end of the call.
+A call-back's billable seconds are Asterisk's, from each attempt's call detail record of its
+bridged legs (cdr_manager over AMI, see ami.py): from the first leg's answer (the agent's,
+whisper included, when the agent is called first) to the end of the call. A return call (a
+visitor ringing back, dialplan/agi.py) is an attempt too, connected when an agent answered; its
+seconds are cbserver's, from the agent's answer to the end of the call.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from cbserver.models import (
     Subscriber,
     UnknownCallers,
 )
-from cbserver.number_policy import readings
+from cbserver.number_policy import as_international, e164_in
 from cbserver.scheduling import UNSERVED
 from cbserver.states import IllegalTransition, StaleRequest, transition
 
@@ -95,20 +95,32 @@ def _numbers(subscriber: Subscriber) -> set[str]:
     return {n for n in (subscriber.caller_id, subscriber.inbound_number) if n is not None}
 
 
+def _read(number: str, business: Subscriber) -> str | None:
+    """A trunk's number as the business reads it, in E.164: a national number of its country,
+    else (no such national number) an international one sent without its "+"."""
+    return e164_in(number, business.country) or as_international(number)
+
+
+def _businesses(session: Session, dialled: str) -> list[Subscriber]:
+    """The active businesses a call to ``dialled`` reaches, first added first."""
+    active = session.scalars(select(Subscriber).where(Subscriber.active).order_by(Subscriber.id))
+    return [business for business in active if _read(dialled, business) in _numbers(business)]
+
+
 def _waiting_request(
     session: Session, businesses: Sequence[Subscriber], caller: str
 ) -> CallbackRequest | None:
     """The caller's latest call-back still waiting with one of ``businesses``."""
     found: list[CallbackRequest] = []
     for business in businesses:
-        visitor = readings(caller, business.country)
-        if not visitor:
+        visitor = _read(caller, business)
+        if visitor is None:
             continue
         latest = session.scalars(
             select(CallbackRequest)
             .where(
                 CallbackRequest.subscriber_id == business.id,
-                CallbackRequest.visitor_phone.in_(visitor),
+                CallbackRequest.visitor_phone == visitor,
                 CallbackRequest.status.in_(UNSERVED),
             )
             .order_by(CallbackRequest.created_at.desc())
@@ -119,19 +131,17 @@ def _waiting_request(
     return max(found, key=lambda request: request.created_at, default=None)
 
 
-def _hold(session: Session, request_id: str, until: datetime) -> None:
-    """No worker claims the request before ``until`` (it is not moved earlier). Committed."""
-    session.execute(
+def _hold(session: Session, request_id: str, until: datetime) -> bool:
+    """No worker claims the waiting request before ``until``; its place in the queue stays.
+    False when it is not waiting any more (a worker took it meanwhile). Committed."""
+    result = session.execute(
         update(CallbackRequest)
-        .where(
-            CallbackRequest.id == request_id,
-            CallbackRequest.status.in_(UNSERVED),
-            CallbackRequest.due_at < until,
-        )
-        .values(due_at=until)
+        .where(CallbackRequest.id == request_id, CallbackRequest.status.in_(UNSERVED))
+        .values(held_until=until)
         .execution_options(synchronize_session=False)
     )
     session.commit()
+    return bool(getattr(result, "rowcount", 0))
 
 
 def route_call(
@@ -139,13 +149,7 @@ def route_call(
 ) -> Route:
     """Where a call to ``dialled`` from ``caller`` goes. A return call's request is held from
     claims for ``hold`` while its agents ring."""
-    businesses = [
-        s
-        for s in session.scalars(
-            select(Subscriber).where(Subscriber.active).order_by(Subscriber.id)
-        )
-        if _numbers(s).intersection(readings(dialled, s.country))
-    ]
+    businesses = _businesses(session, dialled)
     if not businesses:
         log.info("a call to %s: no business has that number", dialled)
         return Route(NOT_IN_SERVICE)
@@ -165,7 +169,10 @@ def route_call(
     dial = "&".join(f"PJSIP/{name}" for name in agents)
     if waiting is None:
         return Route(HOLD_PROMPT, dial, language=language)
-    _hold(session, waiting.id, now + hold)
+    if not _hold(session, waiting.id, now + hold):
+        # A worker is calling the visitor this moment: their call is an ordinary one.
+        log.info("request %s: taken by a worker meanwhile; not a return call", waiting.id)
+        return Route(HOLD_PROMPT, dial, language=language)
     return Route(RETURN_CALL_PROMPT, dial, waiting.id, language, own_prompt=True)
 
 
@@ -199,8 +206,12 @@ def answer_return_call(session: Session, request_id: str, agent_name: str, now: 
             answered_at=now,
         )
     )
-    if agent is not None:
-        routing.hold_for_return_call(session, agent.id, request.id)
+    if agent is not None and not routing.hold_for_return_call(session, agent.id, request.id):
+        log.warning(
+            "request %s: %s answered its return call while held by a call-back",
+            request.id,
+            agent_name,
+        )
     session.commit()
     return True
 

@@ -31,7 +31,7 @@ from cbserver.models import (
     Subscriber,
 )
 from cbserver.numbers import E164
-from cbserver.routing import state_of
+from cbserver.routing import shown_state
 from cbserver.views import bodies
 from cbserver.views.present import present
 from cbserver.web import db_session, now, request_stored
@@ -251,7 +251,7 @@ def _agent_json(agent: Agent) -> dict[str, Any]:
         "dtmf_mode": agent.dtmf_mode,
         "active": agent.active,
         "created_at": _iso(agent.created_at),
-        "state": state_of(agent, moment).value,
+        "state": shown_state(agent, moment),
         "pause_reason": agent.pause_reason if agent.paused else None,
         "presence": agent.presence,
         "on_call": agent.on_call,

@@ -12,7 +12,7 @@ from cbserver.hours import MAX_EXCEPTIONS, MAX_INTERVALS_PER_DAY, WEEKDAYS
 from cbserver.intake import MAX_IDEMPOTENCY_KEY, MAX_NAME, MAX_PAGE_URL, MAX_TOPIC
 from cbserver.models import RequestStatus
 from cbserver.retries import LIMITS, OUTCOME_KINDS
-from cbserver.routing import AgentState
+from cbserver.routing import INACTIVE, AgentState
 from cbserver.views import admin, api
 
 blueprint = Blueprint("openapi", __name__)
@@ -652,8 +652,9 @@ ADMIN_SCHEMAS: dict[str, Any] = {
             "created_at": _TIME,
             "state": {
                 "type": "string",
-                "enum": [state.value for state in AgentState],
-                "description": "what routing makes of the agent now, as the console shows it",
+                "enum": [*(state.value for state in AgentState), INACTIVE],
+                "description": "what routing makes of the agent now, as the console shows it "
+                "(inactive: no calls at all)",
             },
             "pause_reason": _NULLABLE_TEXT,
             "presence": {

@@ -3,13 +3,15 @@ what the dialplan is told for each caller, and what an agent answering completes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import wave
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cbserver import agents as agents_service
@@ -39,6 +41,7 @@ from cbserver.models import (
 )
 from cbserver.routing import AgentState, available_in_offer_order, state_of
 from cbserver.states import transition
+from cbserver.subscribers import LANGUAGES
 from cbserver.views.console import console_state
 
 pytestmark = pytest.mark.postgres
@@ -49,6 +52,7 @@ INBOUND = "+12015550111"
 VISITOR = "+12015550123"
 STRANGER = "+12015550199"
 HOLD = timedelta(seconds=55)
+PROMPTS = Path(__file__).resolve().parents[2] / "asterisk-conf" / "sounds"
 
 
 def route_call(session: Session, dialled: str, caller: str, now: datetime) -> Route:
@@ -283,10 +287,106 @@ def test_of_businesses_sharing_a_number_the_caller_reaches_the_one_they_ring_bac
 def test_a_foreign_visitor_is_recognised_when_the_trunk_leaves_out_the_plus(
     session: Session,
 ) -> None:
-    session.scalars(select(Subscriber)).one().allowed_countries = "US,DE"
+    session.scalars(select(Subscriber)).one().allowed_countries = "US,DE,EG"
     request = submit(session, Submission("shop", "+4930901820", consent=True), now=NOW).request
-    route = route_call(session, BUSINESS, "4930901820", NOW)
-    assert route.request_id == request.id
+    egypt = submit(session, Submission("shop", "+2015550123", consent=True), now=NOW).request
+
+    assert route_call(session, BUSINESS, "4930901820", NOW).request_id == request.id
+    # Also +20 15550123 written without its "+": but a valid US number is read as one.
+    assert route_call(session, BUSINESS, "2015550123", NOW).request_id == ""
+    assert route_call(session, BUSINESS, "+2015550123", NOW).request_id == egypt.id
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_return_call_nobody_answers_keeps_the_visitors_place_in_the_queue(
+    session: Session,
+) -> None:
+    first = submit(session, Submission("shop", VISITOR, consent=True), now=NOW).request
+    later = submit(session, Submission("shop", STRANGER, consent=True), now=NOW).request
+    route_call(session, BUSINESS, VISITOR, NOW)
+
+    taken = claim_next(session, "worker-a", NOW)
+    assert taken is not None
+    assert taken.request_id == later.id, "the visitor's own call rings the agents meanwhile"
+    agents_service.list_agents(session)[0].on_call = None
+    session.commit()
+    again = claim_next(session, "worker-a", NOW + HOLD)
+    assert again is not None
+    assert again.request_id == first.id
+    session.refresh(first)
+    assert first.due_at == NOW, "still due as it was"
+
+
+@contextmanager
+def meanwhile(request_id: str, step: Callable[[], None]) -> Iterator[list[bool]]:
+    """Run ``step`` once, the moment the request is first read: another worker, or the
+    dialplan, acting between a look and a write. Yields whether it ran."""
+    ran: list[bool] = []
+
+    def once(target: CallbackRequest, _context: object) -> None:
+        if not ran and target.id == request_id:
+            ran.append(True)  # first: the step reads the request too
+            step()
+
+    event.listen(CallbackRequest, "load", once)
+    try:
+        yield ran
+    finally:
+        event.remove(CallbackRequest, "load", once)
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_visitor_whose_call_back_a_worker_takes_as_they_ring_is_an_ordinary_caller(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        request_id = submit(session, Submission("shop", VISITOR, consent=True), now=NOW).request.id
+
+    def worker_claims() -> None:
+        with sessions() as other:
+            assert claim_next(other, "worker-a", NOW) is not None
+
+    with sessions() as session, meanwhile(request_id, worker_claims) as ran:
+        route = route_call(session, BUSINESS, VISITOR, NOW)
+
+    assert ran
+    assert (route.prompt, route.request_id) == (HOLD_PROMPT, "")
+    with sessions() as session:
+        assert session.get_one(CallbackRequest, request_id).status == RequestStatus.DIALING_AGENT
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_worker_does_not_take_a_call_back_whose_visitor_rings_as_it_looks(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            pytest.skip("PostgreSQL: a claim locks the rows it looks at, so a hold waits for it")
+        request_id = submit(session, Submission("shop", VISITOR, consent=True), now=NOW).request.id
+    routes: list[Route] = []
+
+    def visitor_rings() -> None:
+        with sessions() as other:
+            routes.append(route_call(other, BUSINESS, VISITOR, NOW))
+
+    with sessions() as session, meanwhile(request_id, visitor_rings) as ran:
+        claim = claim_next(session, "worker-a", NOW)
+
+    assert ran
+    assert claim is None
+    assert routes[0].request_id == request_id
+    with sessions() as session:
+        assert session.get_one(CallbackRequest, request_id).status == RequestStatus.QUEUED
+
+
+def test_every_business_language_has_the_return_call_greeting() -> None:
+    for language in LANGUAGES:
+        path = PROMPTS / language / f"{RETURN_CALL_PROMPT}.wav"
+        with wave.open(str(path)) as prompt:
+            # What Asterisk plays as it is: 8 kHz, 16-bit, mono.
+            shape = (prompt.getframerate(), prompt.getsampwidth(), prompt.getnchannels())
+            assert shape == (8000, 2, 1), path
+            assert 2 < prompt.getnframes() / 8000 < 8, "a greeting, not silence or a speech"
 
 
 @pytest.mark.usefixtures("shop")

@@ -491,16 +491,14 @@ def test_a_registering_agent_is_told_its_sip_password_once(admin: Admin) -> None
 def test_the_agent_list_says_what_each_agent_is_doing(
     admin: Admin, sessions: sessionmaker[Session]
 ) -> None:
-    for name in ("dora", "eve", "finn", "gus"):
+    for name in ("dora", "eve", "finn", "gus", "hal"):
         body(admin.post("/agents", json={"name": name}), 201)
     with sessions() as session:
         agents_service.pause(session, "dora", "lunch")
-        eve, finn = (
-            session.scalars(select(Agent).where(Agent.name == name)).one()
-            for name in ("eve", "finn")
-        )
-        eve.presence = "offline"
-        finn.on_call = "0f0e0d0c-0000-4000-8000-000000000001"
+        named = {agent.name: agent for agent in session.scalars(select(Agent))}
+        named["eve"].presence = "offline"
+        named["finn"].on_call = "0f0e0d0c-0000-4000-8000-000000000001"
+        named["hal"].active = False
         session.commit()
 
     listed = {a["name"]: a for a in body(admin.get("/agents"))["items"]}
@@ -510,6 +508,7 @@ def test_the_agent_list_says_what_each_agent_is_doing(
         "eve": ("offline", None),
         "finn": ("on_call", None),
         "gus": ("available", None),
+        "hal": ("inactive", None),
     }
     assert listed["eve"]["presence"] == "offline"
     assert listed["finn"]["on_call"] == "0f0e0d0c-0000-4000-8000-000000000001"

@@ -1,5 +1,6 @@
-"""return call attempts: a visitor's call back to the business, answered by an agent, is an
-attempt of its request too (kind "return_call"), so the agent's console and usage see it
+"""return calls: a visitor's call back to the business, answered by an agent, is an attempt of
+its request too (kind "return_call"), so the agent's console and usage see it; a request is
+held from claims (held_until) while its visitor's return call rings the agents
 
 Revision ID: 0014
 Revises: 0013
@@ -22,8 +23,12 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("kind", sa.String(length=12), nullable=False, server_default="call_back")
         )
+    with op.batch_alter_table("callback_requests") as batch:
+        batch.add_column(sa.Column("held_until", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("callback_requests") as batch:
+        batch.drop_column("held_until")
     with op.batch_alter_table("call_attempts") as batch:
         batch.drop_column("kind")
