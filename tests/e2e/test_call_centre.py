@@ -194,6 +194,24 @@ async def test_longest_idle_first_a_paused_agent_skipped_and_wrap_up_respected(
     assert wrap_up <= waited < wrap_up + 2, f"ben was rung again {waited:.2f} s after the call"
 
 
+def answered(phone: SippPeer) -> float:
+    """When the phone last answered a call (its 200 to an INVITE left)."""
+    *_, answer = (
+        m
+        for m in phone.messages()
+        if m.direction == "sent" and m.status == 200 and (m.header("CSeq") or "").endswith("INVITE")
+    )
+    assert answer.at is not None
+    return answer.at
+
+
+def hung_up(phone: SippPeer) -> float:
+    """When the phone hung up (its BYE left)."""
+    bye = next(m for m in phone.messages() if m.direction == "sent" and m.method == "BYE")
+    assert bye.at is not None
+    return bye.at
+
+
 async def test_a_bridged_calls_billable_seconds_are_recorded_on_its_attempt(
     sessions: sessionmaker[Session],
     team: Team,
@@ -215,15 +233,7 @@ async def test_a_bridged_calls_billable_seconds_are_recorded_on_its_attempt(
     # Asterisk bills the bridged legs from the first answer (the agent's, who hears the
     # whisper, then ringback) to the hang-up: measured here on the wire.
     [agent] = [team.phones[short] for short in team.rung()[:1]]
-    answer = next(
-        m
-        for m in agent.messages()
-        if m.direction == "sent" and m.status == 200 and (m.header("CSeq") or "").endswith("INVITE")
-    )
-    bye = next(m for m in trunk.messages() if m.direction == "sent" and m.method == "BYE")
-    assert answer.at is not None
-    assert bye.at is not None
-    on_the_wire = bye.at - answer.at
+    on_the_wire = hung_up(trunk) - answered(agent)
     print(f"\nCDR: billed {seconds} s; agent's answer to the visitor's BYE {on_the_wire:.2f} s")
     assert talk_ms / 1000 <= on_the_wire
     assert abs(seconds - on_the_wire) <= 1, f"billed {seconds} s, {on_the_wire:.2f} s on the wire"
@@ -317,15 +327,7 @@ async def test_a_visitor_ringing_back_reaches_an_agent_whose_console_shows_the_r
 
     seconds = await until(closed, within=5, message="the return call's attempt closed")
     short = next(s for s, name in team.agents.items() if name == agent.name)
-    *_, answered = (
-        m
-        for m in team.phones[short].messages()
-        if m.direction == "sent" and m.status == 200 and (m.header("CSeq") or "").endswith("INVITE")
-    )
-    bye = next(m for m in phone.messages() if m.direction == "sent" and m.method == "BYE")
-    assert answered.at is not None
-    assert bye.at is not None
-    talked = bye.at - answered.at
+    talked = hung_up(phone) - answered(team.phones[short])
     print(f"return call: {seconds} s recorded, {talked:.2f} s on the wire")
     assert abs(seconds - talked) <= 1, f"recorded {seconds} s, {talked:.2f} s on the wire"
     with sessions() as session:

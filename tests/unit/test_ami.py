@@ -250,14 +250,19 @@ async def test_the_database_store_writes_presence_and_its_time(
         assert (alice.presence, alice.presence_at) == ("available", moment)
 
 
-async def test_with_several_nodes_the_agent_is_as_the_node_that_sees_its_phone_says(
-    sessions: sessionmaker[Session],
-) -> None:
-    """alice's softphone registers to node a; node b's Asterisk has never seen it."""
+def alice_on_two_nodes(sessions: sessionmaker[Session]) -> None:
+    """The agent alice, and two live worker nodes with a 30 s lease."""
     with sessions() as session:
         add_agent(session, "alice")
         for name in ("node-a", "node-b"):
             nodes.register(session, name, f"{name}-1", MOMENT, timedelta(seconds=30))
+
+
+async def test_with_several_nodes_the_agent_is_as_the_node_that_sees_its_phone_says(
+    sessions: sessionmaker[Session],
+) -> None:
+    """alice's softphone registers to node a; node b's Asterisk has never seen it."""
+    alice_on_two_nodes(sessions)
     thread = DatabaseThread("test-presence")
     try:
         a = DatabasePresenceStore(sessions, thread, FakeClock(MOMENT), node="node-a")
@@ -288,10 +293,7 @@ async def test_two_nodes_recording_at_once_leave_the_agent_as_their_views_add_up
     sessions: sessionmaker[Session],
 ) -> None:
     """Each node writes on its own database thread, as two workers do."""
-    with sessions() as session:
-        add_agent(session, "alice")
-        for name in ("node-a", "node-b"):
-            nodes.register(session, name, f"{name}-1", MOMENT, timedelta(seconds=30))
+    alice_on_two_nodes(sessions)
     threads = [DatabaseThread(f"test-presence-{name}") for name in ("a", "b")]
     wrong: list[tuple[int, str | None]] = []
     try:
