@@ -21,7 +21,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 from flask import session as browser_session
 from flask_wtf import FlaskForm
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, PasswordField, StringField, TextAreaField
@@ -219,15 +219,19 @@ def _queue(session: Session, agent: Agent, moment: datetime) -> list[dict[str, A
     ]
 
 
+def _talked_in_recently(agent: Agent, moment: datetime) -> Select[CallAttempt]:
+    """The agent's attempts it talked in that ended within RECENT_CALL."""
+    return select(CallAttempt).where(
+        CallAttempt.agent_id == agent.id,
+        CallAttempt.outcome == "answered",
+        CallAttempt.ended_at >= moment - RECENT_CALL,
+    )
+
+
 def _recent_call(session: Session, agent: Agent, moment: datetime) -> CallAttempt | None:
     """The agent's latest attempt it talked in, when it ended within RECENT_CALL."""
     return session.scalar(
-        select(CallAttempt)
-        .where(
-            CallAttempt.agent_id == agent.id,
-            CallAttempt.outcome == "answered",
-            CallAttempt.ended_at >= moment - RECENT_CALL,
-        )
+        _talked_in_recently(agent, moment)
         .order_by(CallAttempt.ended_at.desc(), CallAttempt.id.desc())
         .limit(1)
     )
@@ -250,14 +254,7 @@ def _may_note(session: Session, agent: Agent, request_id: str, moment: datetime)
     if agent.on_call == request_id:
         return True
     talked = session.scalar(
-        select(CallAttempt.id)
-        .where(
-            CallAttempt.request_id == request_id,
-            CallAttempt.agent_id == agent.id,
-            CallAttempt.outcome == "answered",
-            CallAttempt.ended_at >= moment - RECENT_CALL,
-        )
-        .limit(1)
+        _talked_in_recently(agent, moment).where(CallAttempt.request_id == request_id).limit(1)
     )
     return talked is not None
 
