@@ -130,11 +130,17 @@ def test_a_paused_offline_or_busy_phone_is_not_offered_a_call(
     assert offered_to(session) == "cleo"
 
 
-def test_after_a_call_the_agent_wraps_up_before_the_next(session: Session) -> None:
+def alone_with_wrap_up(session: Session, seconds: int) -> Agent:
+    """anna, the only agent of a shop that gives its agents ``seconds`` after a call."""
     anna = agent(session, "anna")
     shop = business(session, "shop", (anna, 10))
-    shop.wrap_up_seconds = 30
+    shop.wrap_up_seconds = seconds
     session.commit()
+    return anna
+
+
+def test_after_a_call_the_agent_wraps_up_before_the_next(session: Session) -> None:
+    anna = alone_with_wrap_up(session, seconds=30)
     first = ask(session, "shop", PHONES[0])
     assert offered_to(session) == "anna"
     end_call(session, first, NOW + timedelta(minutes=2))
@@ -147,10 +153,7 @@ def test_after_a_call_the_agent_wraps_up_before_the_next(session: Session) -> No
 
 
 def test_an_agent_who_did_not_answer_is_free_again_without_wrap_up(session: Session) -> None:
-    anna = agent(session, "anna")
-    shop = business(session, "shop", (anna, 10))
-    shop.wrap_up_seconds = 30
-    session.commit()
+    anna = alone_with_wrap_up(session, seconds=30)
     first = ask(session, "shop", PHONES[0])
     assert offered_to(session) == "anna"
     end_call(session, first, NOW + timedelta(seconds=20), talked=False)
