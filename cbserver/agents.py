@@ -87,8 +87,13 @@ def list_agents(session: Session, *, active_only: bool = False) -> list[Agent]:
     return list(session.scalars(query))
 
 
+def named(session: Session, name: str) -> Agent | None:
+    """The agent of that name, active or not; None when there is none."""
+    return session.scalar(select(Agent).where(Agent.name == name))
+
+
 def get_agent(session: Session, name: str) -> Agent:
-    agent = session.scalar(select(Agent).where(Agent.name == name))
+    agent = named(session, name)
     if agent is None:
         raise AgentError("name", f"no agent named {name!r}")
     return agent
@@ -135,7 +140,7 @@ def _unusable_hash() -> str:
 def check_console_login(session: Session, name: str, password: str) -> Agent | None:
     """The agent these credentials are for; None when the name is unknown, the agent inactive
     or without a console password, or the password wrong (which of these, nobody learns)."""
-    agent = session.scalar(select(Agent).where(Agent.name == name))
+    agent = named(session, name)
     stored = agent.console_password_hash if agent is not None else None
     matches = check_password_hash(stored or _unusable_hash(), password)
     if agent is None or stored is None or not agent.active or not matches:

@@ -17,6 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from cbserver import agents
 from cbserver.errors import FieldError
 from cbserver.hours import HoursError, OpeningHours
 from cbserver.models import (
@@ -339,7 +340,7 @@ def list_subscribers(session: Session) -> list[Subscriber]:
 
 
 def _get_agent(session: Session, name: str) -> Agent:
-    agent = session.scalar(select(Agent).where(Agent.name == name))
+    agent = agents.named(session, name)
     if agent is None:
         raise SubscriberError("agent", f"there is no agent named {name!r}")
     return agent

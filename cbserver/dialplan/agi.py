@@ -34,11 +34,10 @@ from panoramisk.fast_agi import Application, Request  # type: ignore[import-unty
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from cbserver import routing
+from cbserver import agents, routing
 from cbserver.clock import Clock, SystemClock
 from cbserver.db import DatabaseThread
 from cbserver.models import (
-    Agent,
     AttemptKind,
     CallAttempt,
     CallbackRequest,
@@ -194,7 +193,7 @@ def answer_return_call(session: Session, request_id: str, agent_name: str, now: 
     except (StaleRequest, IllegalTransition):
         session.rollback()
         return False
-    agent = session.scalar(select(Agent).where(Agent.name == agent_name))
+    agent = agents.named(session, agent_name)
     request.attempt_count += 1
     session.add(
         CallAttempt(

@@ -168,7 +168,7 @@ def _agent_named(session: Session, name: str) -> Agent | None:
         agents_service.validate_name(name)
     except agents_service.AgentError:
         return None
-    return session.scalar(select(Agent).where(Agent.name == name))
+    return agents_service.named(session, name)
 
 
 def _agent_not_found(name: str) -> NotFound:
